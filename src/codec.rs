@@ -1,0 +1,256 @@
+//! Frames <-> bytes. The only place that knows about varints and flag numbers.
+//!
+//! Layout (see `PROTOCOL.md`): `uvarint(stream_num << 3 | flag)`, `uvarint(body_len)`, body.
+
+use asynchronous_codec::{Decoder, Encoder};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use unsigned_varint::{decode, encode};
+
+use crate::{
+    error::{ConnectionError, ProtocolViolation},
+    frame::{Frame, MAX_FRAME_BODY, Mode, StreamId},
+};
+
+const FLAG_NEW_STREAM: u64 = 0;
+const FLAG_MESSAGE_RECEIVER: u64 = 1;
+const FLAG_MESSAGE_INITIATOR: u64 = 2;
+const FLAG_CLOSE_RECEIVER: u64 = 3;
+const FLAG_CLOSE_INITIATOR: u64 = 4;
+const FLAG_RESET_RECEIVER: u64 = 5;
+const FLAG_RESET_INITIATOR: u64 = 6;
+const FLAG_EXTENSION: u64 = 7;
+
+const OP_CLOSE_READ: u64 = 0;
+const OP_WINDOW_UPDATE: u64 = 1;
+
+/// Encodes and decodes frames for one connection in one [`Mode`].
+#[derive(Debug, Clone)]
+pub struct Codec {
+    mode: Mode,
+}
+
+impl Codec {
+    /// A codec for a connection in `mode`.
+    pub fn new(mode: Mode) -> Self {
+        Self { mode }
+    }
+}
+
+fn varint_error(e: decode::Error) -> ProtocolViolation {
+    match e {
+        decode::Error::NotMinimal => ProtocolViolation::VarintNotMinimal,
+        _ => ProtocolViolation::VarintOverflow,
+    }
+}
+
+/// Reads one varint from the front of `buf`: `Ok(None)` if more bytes are needed.
+fn peek_varint(buf: &[u8]) -> Result<Option<(u64, usize)>, ProtocolViolation> {
+    match decode::u64(buf) {
+        Ok((value, rest)) => Ok(Some((value, buf.len() - rest.len()))),
+        Err(decode::Error::Insufficient) => Ok(None),
+        Err(e) => Err(varint_error(e)),
+    }
+}
+
+/// Reads one complete varint from a frame body.
+fn body_varint(body: &mut Bytes, what: &'static str) -> Result<u64, ProtocolViolation> {
+    match decode::u64(body) {
+        Ok((value, rest)) => {
+            let used = body.len() - rest.len();
+            body.advance(used);
+            Ok(value)
+        }
+        Err(decode::Error::Insufficient) => Err(ProtocolViolation::MalformedExtension(what)),
+        Err(e) => Err(varint_error(e)),
+    }
+}
+
+/// An optional trailing error code: absent means 0.
+fn optional_code(body: &mut Bytes, what: &'static str) -> Result<u64, ProtocolViolation> {
+    if body.is_empty() {
+        Ok(0)
+    } else {
+        body_varint(body, what)
+    }
+}
+
+/// The stream id as we see it, given the wire number and whether the sender opened the stream.
+fn received_id(num: u64, sender_is_initiator: bool) -> StreamId {
+    if sender_is_initiator {
+        StreamId::remote(num)
+    } else {
+        StreamId::local(num)
+    }
+}
+
+impl Codec {
+    fn parse(&self, header: u64, mut body: Bytes) -> Result<Frame, ProtocolViolation> {
+        let num = header >> 3;
+        let frame = match header & 7 {
+            FLAG_NEW_STREAM => Frame::NewStream {
+                id: StreamId::remote(num),
+                name: body,
+            },
+            FLAG_MESSAGE_RECEIVER => Frame::Data {
+                id: StreamId::local(num),
+                data: body,
+            },
+            FLAG_MESSAGE_INITIATOR => Frame::Data {
+                id: StreamId::remote(num),
+                data: body,
+            },
+            FLAG_CLOSE_RECEIVER => Frame::Close {
+                id: StreamId::local(num),
+            },
+            FLAG_CLOSE_INITIATOR => Frame::Close {
+                id: StreamId::remote(num),
+            },
+            flag @ (FLAG_RESET_RECEIVER | FLAG_RESET_INITIATOR) => {
+                let id = received_id(num, flag == FLAG_RESET_INITIATOR);
+                let code = match self.mode {
+                    // Plain mplex Resets are empty; tolerate a body from lenient peers.
+                    Mode::PlainMplex => 0,
+                    Mode::Extension => optional_code(&mut body, "reset code")
+                        .map_err(|_| ProtocolViolation::MalformedResetCode)?,
+                };
+                Frame::Reset { id, code }
+            }
+            _ => {
+                if self.mode == Mode::PlainMplex {
+                    return Err(ProtocolViolation::ExtensionFrameInPlainMode);
+                }
+                let op_and_side = body_varint(&mut body, "missing op")?;
+                let id = received_id(num, op_and_side & 1 == 1);
+                match op_and_side >> 1 {
+                    OP_CLOSE_READ => Frame::CloseRead {
+                        id,
+                        code: optional_code(&mut body, "close-read code")?,
+                    },
+                    OP_WINDOW_UPDATE => {
+                        let credit = body_varint(&mut body, "window update without credit")?;
+                        if credit == 0 {
+                            return Err(ProtocolViolation::MalformedExtension(
+                                "window update of 0 bytes",
+                            ));
+                        }
+                        Frame::WindowUpdate { id, credit }
+                    }
+                    op => Frame::UnknownExtension { id, op },
+                }
+            }
+        };
+        Ok(frame)
+    }
+}
+
+impl Decoder for Codec {
+    type Item = Frame;
+    type Error = ConnectionError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, ConnectionError> {
+        let Some((header, header_len)) = peek_varint(src)? else {
+            return Ok(None);
+        };
+        let Some((len, len_len)) = peek_varint(&src[header_len..])? else {
+            return Ok(None);
+        };
+        if len > MAX_FRAME_BODY as u64 {
+            return Err(ProtocolViolation::FrameTooLarge { len }.into());
+        }
+        let len = len as usize;
+        let frame_len = header_len + len_len + len;
+        if src.len() < frame_len {
+            // The length is checked above, so this reserves at most 1 MiB.
+            src.reserve(frame_len - src.len());
+            return Ok(None);
+        }
+        src.advance(header_len + len_len);
+        let body = src.split_to(len).freeze();
+        Ok(Some(self.parse(header, body)?))
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, ConnectionError> {
+        match self.decode(src)? {
+            Some(frame) => Ok(Some(frame)),
+            None if src.is_empty() => Ok(None),
+            None => Err(ProtocolViolation::TruncatedFrame.into()),
+        }
+    }
+}
+
+fn put_varint(dst: &mut BytesMut, value: u64) {
+    dst.put_slice(encode::u64(value, &mut encode::u64_buffer()));
+}
+
+fn varint_len(value: u64) -> usize {
+    encode::u64(value, &mut encode::u64_buffer()).len()
+}
+
+/// `flag` for a frame we send: the receiver variant if the peer opened the stream.
+fn sent_flag(id: StreamId, receiver_flag: u64) -> u64 {
+    match id.opener() {
+        crate::frame::Opener::Local => receiver_flag + 1,
+        crate::frame::Opener::Remote => receiver_flag,
+    }
+}
+
+fn sender_is_initiator(id: StreamId) -> u64 {
+    u64::from(id.opener() == crate::frame::Opener::Local)
+}
+
+impl Codec {
+    fn put_frame(dst: &mut BytesMut, id: StreamId, flag: u64, body: &[u8]) {
+        dst.reserve(20 + body.len());
+        put_varint(dst, (id.num() << 3) | flag);
+        put_varint(dst, body.len() as u64);
+        dst.put_slice(body);
+    }
+
+    fn put_extension(dst: &mut BytesMut, id: StreamId, op: u64, value: Option<u64>) {
+        let op_and_side = (op << 1) | sender_is_initiator(id);
+        let len = varint_len(op_and_side) + value.map_or(0, varint_len);
+        dst.reserve(30);
+        put_varint(dst, (id.num() << 3) | FLAG_EXTENSION);
+        put_varint(dst, len as u64);
+        put_varint(dst, op_and_side);
+        if let Some(value) = value {
+            put_varint(dst, value);
+        }
+    }
+}
+
+impl Encoder for Codec {
+    type Item<'a> = Frame;
+    type Error = ConnectionError;
+
+    fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), ConnectionError> {
+        match frame {
+            Frame::NewStream { id, name } => Self::put_frame(dst, id, FLAG_NEW_STREAM, &name),
+            Frame::Data { id, data } => {
+                debug_assert!(data.len() <= MAX_FRAME_BODY);
+                Self::put_frame(dst, id, sent_flag(id, FLAG_MESSAGE_RECEIVER), &data)
+            }
+            Frame::Close { id } => Self::put_frame(dst, id, sent_flag(id, FLAG_CLOSE_RECEIVER), &[]),
+            Frame::Reset { id, code } => {
+                let flag = sent_flag(id, FLAG_RESET_RECEIVER);
+                if code == 0 || self.mode == Mode::PlainMplex {
+                    Self::put_frame(dst, id, flag, &[]);
+                } else {
+                    let mut buf = encode::u64_buffer();
+                    Self::put_frame(dst, id, flag, encode::u64(code, &mut buf));
+                }
+            }
+            Frame::CloseRead { id, code } => {
+                debug_assert_eq!(self.mode, Mode::Extension);
+                let code = (code != 0).then_some(code);
+                Self::put_extension(dst, id, OP_CLOSE_READ, code)
+            }
+            Frame::WindowUpdate { id, credit } => {
+                debug_assert_eq!(self.mode, Mode::Extension);
+                Self::put_extension(dst, id, OP_WINDOW_UPDATE, Some(credit))
+            }
+            Frame::UnknownExtension { id, op } => Self::put_extension(dst, id, op, None),
+        }
+        Ok(())
+    }
+}

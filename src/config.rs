@@ -1,0 +1,135 @@
+//! [`Config`]: limits, buffer behaviour and protocol ids.
+
+use crate::frame::MAX_FRAME_BODY;
+
+/// The extension's protocol id, offered first.
+pub const EXTENSION_PROTOCOL: &str = "/mplex-halfclose/1.0.0";
+/// Plain mplex's protocol id, offered second for compatibility.
+pub const MPLEX_PROTOCOL: &str = "/mplex/6.7.0";
+
+/// What to do when a stream's receive buffer is full in plain-mplex mode, where the peer cannot be
+/// asked to slow down. Mirrors `libp2p_mplex::MaxBufferBehaviour`. In extension mode flow control
+/// keeps buffers within the window and this setting does not apply.
+#[derive(Debug, Copy, Clone, PartialEq, Eq)]
+pub enum MaxBufferBehaviour {
+    /// Reset the stream whose buffer overflowed; other streams go on.
+    ResetStream,
+    /// Stop reading from the connection until the application drains the full buffer. No data
+    /// is lost, but every stream of the connection waits (head-of-line blocking).
+    Block,
+}
+
+/// Configuration of the muxer, and the connection upgrade that negotiates it.
+///
+/// Setters mirror `libp2p_mplex::Config`, so migrating is a one-line change:
+///
+/// ```
+/// use libp2p_mplex_halfclose::{Config, MaxBufferBehaviour};
+///
+/// let mut config = Config::new();
+/// config
+///     .set_max_num_streams(256)
+///     .set_max_buffer_size(64)
+///     .set_max_buffer_behaviour(MaxBufferBehaviour::ResetStream)
+///     .set_split_send_size(16 * 1024);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) max_num_streams: usize,
+    pub(crate) max_buffer_len: usize,
+    pub(crate) max_buffer_behaviour: MaxBufferBehaviour,
+    pub(crate) split_send_size: usize,
+    pub(crate) mplex_protocol: &'static str,
+    pub(crate) plain_mplex_fallback: bool,
+    pub(crate) max_stream_window: u64,
+    pub(crate) max_connection_buffer: u64,
+    pub(crate) send_buffer_size: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_num_streams: 128,
+            max_buffer_len: 32,
+            max_buffer_behaviour: MaxBufferBehaviour::Block,
+            split_send_size: 64 * 1024,
+            mplex_protocol: MPLEX_PROTOCOL,
+            plain_mplex_fallback: true,
+            max_stream_window: 16 * 1024 * 1024,
+            max_connection_buffer: 64 * 1024 * 1024,
+            send_buffer_size: 256 * 1024,
+        }
+    }
+}
+
+impl Config {
+    /// The default configuration: both protocols offered, 128 streams, windows growing to 16 MiB
+    /// per stream within 64 MiB per connection.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The most streams, inbound and outbound together, open at once on one connection
+    /// (default 128, as libp2p-mplex). Beyond it, inbound streams are reset and `poll_outbound`
+    /// waits for a stream to end. A peer that keeps opening streams we refuse is cut off.
+    pub fn set_max_num_streams(&mut self, max: usize) -> &mut Self {
+        self.max_num_streams = max.max(1);
+        self
+    }
+
+    /// Plain-mplex mode: the most data frames buffered per stream before
+    /// [`MaxBufferBehaviour`] applies (default 32, as libp2p-mplex).
+    pub fn set_max_buffer_size(&mut self, max: usize) -> &mut Self {
+        self.max_buffer_len = max.max(1);
+        self
+    }
+
+    /// Plain-mplex mode: what to do when a stream's buffer is full (default
+    /// [`MaxBufferBehaviour::Block`], as libp2p-mplex).
+    pub fn set_max_buffer_behaviour(&mut self, behaviour: MaxBufferBehaviour) -> &mut Self {
+        self.max_buffer_behaviour = behaviour;
+        self
+    }
+
+    /// The largest Data frame we send (default 64 KiB; capped at 1 MiB, the protocol's limit).
+    pub fn set_split_send_size(&mut self, size: usize) -> &mut Self {
+        self.split_send_size = size.clamp(1, MAX_FRAME_BODY);
+        self
+    }
+
+    /// The protocol id used for plain mplex (default `/mplex/6.7.0`). The extension's id is fixed.
+    pub fn set_protocol_name(&mut self, protocol_name: &'static str) -> &mut Self {
+        self.mplex_protocol = protocol_name;
+        self
+    }
+
+    /// Whether to offer and accept plain mplex when the peer lacks the extension (default true).
+    /// With `false` only `/mplex-halfclose/1.0.0` is negotiated.
+    pub fn set_plain_mplex_fallback(&mut self, enabled: bool) -> &mut Self {
+        self.plain_mplex_fallback = enabled;
+        self
+    }
+
+    /// Extension mode: the largest receive window one stream may grow to (default 16 MiB, at
+    /// least the protocol's initial 256 KiB). Larger windows fill faster links.
+    pub fn set_max_stream_window(&mut self, bytes: u64) -> &mut Self {
+        self.max_stream_window = bytes.clamp(crate::core::INITIAL_WINDOW, crate::core::MAX_CREDIT);
+        self
+    }
+
+    /// The receive buffer budget of one connection (default 64 MiB). In extension mode windows
+    /// only grow while the sum of all streams' windows fits in it; each stream always has the
+    /// initial 256 KiB, so the bound is `max(budget, streams × 256 KiB)`. In plain-mplex mode
+    /// exceeding it triggers the [`MaxBufferBehaviour`] on the stream that received the data.
+    pub fn set_max_connection_buffer(&mut self, bytes: u64) -> &mut Self {
+        self.max_connection_buffer = bytes;
+        self
+    }
+
+    /// How many bytes of written data may wait in the muxer for the socket before writers wait
+    /// (default 256 KiB per connection).
+    pub fn set_send_buffer_size(&mut self, bytes: usize) -> &mut Self {
+        self.send_buffer_size = bytes.max(1);
+        self
+    }
+}

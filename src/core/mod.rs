@@ -1,0 +1,658 @@
+//! The I/O-free protocol core: a connection state machine.
+//!
+//! [`Connection`] is fed decoded frames ([`Connection::handle_frame`]) and application calls
+//! (`open_stream`, `read`, `write`, `close_write`, `close_read`, `reset`, `drop_stream`). It hands
+//! back frames to send ([`Connection::poll_transmit`]) and events for the async layer
+//! ([`Connection::poll_event`]). It owns no socket, no waker and no clock, so every transition can
+//! be tested by calling it directly.
+
+mod flow;
+mod stream;
+
+use std::collections::{HashMap, VecDeque};
+
+use bytes::Bytes;
+
+pub use flow::{INITIAL_WINDOW, MAX_CREDIT};
+use stream::{RecvState, SendState, StreamEntry, StreamState};
+
+use crate::{
+    config::{Config, MaxBufferBehaviour},
+    error::{ConnectionError, ProtocolViolation, StreamError},
+    frame::{Frame, Mode, Opener, StreamId},
+};
+
+/// What the async layer must act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A stream may have become readable (data, EOF, reset or connection failure).
+    Readable(StreamId),
+    /// A stream may have become writable (credit, buffer space, stop, reset or failure).
+    Writable(StreamId),
+    /// An inbound stream waits in [`Connection::accept`].
+    InboundReady,
+    /// A stream ended, so [`Connection::open_stream`] may succeed again.
+    StreamSlotFree,
+    /// The connection failed or closed; every stream should be woken.
+    ConnectionClosed,
+}
+
+/// The outcome of [`Connection::read`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadOutcome {
+    /// Data, at most the requested length.
+    Data(Bytes),
+    /// The peer finished writing (or we closed reading) and everything was read.
+    Eof,
+    /// Nothing yet; an [`Event::Readable`] follows when that changes.
+    Blocked,
+}
+
+/// The outcome of [`Connection::write`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    /// This many bytes were queued (at least 1).
+    Written(usize),
+    /// No credit or no buffer space; an [`Event::Writable`] follows when that changes.
+    Blocked,
+}
+
+/// How many streams the peer may open in a row beyond the limit before it is cut off.
+const MIN_REFUSED_STREAMS_LIMIT: u64 = 256;
+
+/// The connection state machine. See the module docs.
+#[derive(Debug)]
+pub struct Connection {
+    mode: Mode,
+    config: Config,
+    streams: HashMap<StreamId, StreamEntry>,
+    next_local_num: u64,
+    /// Inbound streams not yet taken by [`Connection::accept`].
+    inbound: VecDeque<StreamId>,
+    outbox: VecDeque<Frame>,
+    /// Data bytes in `outbox`.
+    outbox_data: usize,
+    /// Frames in `outbox` other than Data (answers to the peer, which bound reading).
+    outbox_control: usize,
+    /// Sequence number of the last frame queued; frames are numbered from 1.
+    queued_seq: u64,
+    /// Frames taken by `poll_transmit` so far.
+    transmitted_seq: u64,
+    /// Frames the async layer has written and flushed.
+    flushed_seq: u64,
+    /// Streams waiting for buffer space to write.
+    blocked_writers: Vec<StreamId>,
+    events: VecDeque<Event>,
+    /// Bytes buffered for reading across all streams.
+    buffered_total: u64,
+    /// Sum of the receive windows of all streams (extension mode).
+    window_total: u64,
+    /// Plain mplex with [`MaxBufferBehaviour::Block`]: the stream whose full buffer stops reading.
+    blocking_stream: Option<StreamId>,
+    refused_in_a_row: u64,
+    closed: Option<ConnectionError>,
+}
+
+impl Connection {
+    /// A new connection speaking `mode`.
+    pub fn new(mode: Mode, config: Config) -> Self {
+        Self {
+            mode,
+            config,
+            streams: HashMap::new(),
+            next_local_num: 0,
+            inbound: VecDeque::new(),
+            outbox: VecDeque::new(),
+            outbox_data: 0,
+            outbox_control: 0,
+            queued_seq: 0,
+            transmitted_seq: 0,
+            flushed_seq: 0,
+            blocked_writers: Vec::new(),
+            events: VecDeque::new(),
+            buffered_total: 0,
+            window_total: 0,
+            blocking_stream: None,
+            refused_in_a_row: 0,
+            closed: None,
+        }
+    }
+
+    /// The protocol this connection speaks.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// How many streams exist (open, half-closed, or reset but not yet dropped).
+    pub fn num_streams(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// Bytes received and not yet read, over all streams.
+    pub fn buffered_bytes(&self) -> u64 {
+        self.buffered_total
+    }
+
+    /// Why the connection ended, if it did.
+    pub fn closed(&self) -> Option<&ConnectionError> {
+        self.closed.as_ref()
+    }
+
+    // ---------------------------------------------------------------- output to the async layer
+
+    /// The next frame to send, in order.
+    pub fn poll_transmit(&mut self) -> Option<Frame> {
+        let frame = self.outbox.pop_front()?;
+        self.transmitted_seq += 1;
+        match &frame {
+            Frame::Data { data, .. } => {
+                let had_room = self.outbox_data < self.config.send_buffer_size;
+                self.outbox_data -= data.len();
+                if !had_room && self.outbox_data < self.config.send_buffer_size {
+                    for id in self.blocked_writers.drain(..) {
+                        self.events.push_back(Event::Writable(id));
+                    }
+                }
+            }
+            _ => self.outbox_control -= 1,
+        }
+        Some(frame)
+    }
+
+    /// Whether frames wait in [`Connection::poll_transmit`].
+    pub fn has_transmit(&self) -> bool {
+        !self.outbox.is_empty()
+    }
+
+    /// The next event for the async layer.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Every frame taken by `poll_transmit` so far is written and flushed.
+    pub fn on_flushed(&mut self) {
+        self.flushed_seq = self.transmitted_seq;
+    }
+
+    /// Whether the async layer should read more frames from the peer. False while a plain-mplex
+    /// stream's full buffer blocks the connection, or while too many answers to the peer wait to
+    /// be sent (a peer that does not read must not make us queue without bound).
+    pub fn wants_frames(&self) -> bool {
+        self.closed.is_none()
+            && self.blocking_stream.is_none()
+            && self.outbox_control < self.control_frame_limit()
+    }
+
+    fn control_frame_limit(&self) -> usize {
+        1024 + 4 * self.config.max_num_streams
+    }
+
+    // ---------------------------------------------------------------- frames from the peer
+
+    /// Processes one frame from the peer. A protocol violation closes the connection and is
+    /// returned; frames for unknown or finished streams are discarded.
+    pub fn handle_frame(&mut self, frame: Frame) -> Result<(), ConnectionError> {
+        if let Some(e) = &self.closed {
+            return Err(e.clone());
+        }
+        let result = match frame {
+            Frame::NewStream { id, .. } => self.on_new_stream(id),
+            Frame::Data { id, data } => self.on_data(id, data),
+            Frame::Close { id } => {
+                self.on_close(id);
+                Ok(())
+            }
+            Frame::Reset { id, code } => {
+                self.on_reset(id, code);
+                Ok(())
+            }
+            Frame::CloseRead { id, code } => {
+                self.on_close_read(id, code);
+                Ok(())
+            }
+            Frame::WindowUpdate { id, credit } => self.on_window_update(id, credit),
+            Frame::UnknownExtension { id, op } => {
+                tracing::debug!(stream = %id, op, "ignoring unknown extension op");
+                Ok(())
+            }
+        };
+        if let Err(violation) = result {
+            tracing::debug!(%violation, "peer violated the protocol");
+            let error = ConnectionError::ProtocolViolation(violation);
+            self.close(error.clone());
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    fn on_new_stream(&mut self, id: StreamId) -> Result<(), ProtocolViolation> {
+        if self.streams.contains_key(&id) {
+            return Err(ProtocolViolation::NewStreamForLiveId(id));
+        }
+        if self.streams.len() >= self.config.max_num_streams {
+            self.refused_in_a_row += 1;
+            let limit = MIN_REFUSED_STREAMS_LIMIT.max(self.config.max_num_streams as u64);
+            if self.refused_in_a_row > limit {
+                return Err(ProtocolViolation::TooManyRefusedStreams(self.refused_in_a_row));
+            }
+            tracing::debug!(stream = %id, "refusing inbound stream: stream limit reached");
+            self.queue(Frame::Reset { id, code: 0 });
+            return Ok(());
+        }
+        self.refused_in_a_row = 0;
+        self.insert_stream(id);
+        self.inbound.push_back(id);
+        self.events.push_back(Event::InboundReady);
+        Ok(())
+    }
+
+    fn on_data(&mut self, id: StreamId, data: Bytes) -> Result<(), ProtocolViolation> {
+        let mode = self.mode;
+        let Some(entry) = self.streams.get_mut(&id) else {
+            tracing::trace!(stream = %id, "discarding data for unknown stream");
+            return Ok(());
+        };
+        if !matches!(entry.state, StreamState::Live { recv: RecvState::Open, .. }) {
+            tracing::trace!(stream = %id, "discarding data for a stream that no longer reads");
+            return Ok(());
+        }
+        let len = data.len() as u64;
+        if mode == Mode::Extension {
+            entry
+                .recv_window
+                .on_data(len)
+                .map_err(|credit| ProtocolViolation::CreditExceeded {
+                    stream: id,
+                    credit,
+                    len,
+                })?;
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        entry.push(data);
+        self.buffered_total += len;
+        self.events.push_back(Event::Readable(id));
+        if mode == Mode::PlainMplex {
+            let over_stream = entry.recv_buf.len() > self.config.max_buffer_len;
+            let over_connection = self.buffered_total > self.config.max_connection_buffer;
+            if over_stream || over_connection {
+                match self.config.max_buffer_behaviour {
+                    MaxBufferBehaviour::ResetStream => {
+                        tracing::debug!(stream = %id, "receive buffer full: resetting stream");
+                        self.reset_stream(id, 0, false);
+                    }
+                    MaxBufferBehaviour::Block => {
+                        tracing::debug!(stream = %id, "receive buffer full: pausing reads");
+                        self.blocking_stream = Some(id);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_close(&mut self, id: StreamId) {
+        let Some(entry) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if let StreamState::Live { send, recv: RecvState::Open } = entry.state {
+            entry.state = StreamState::Live {
+                send,
+                recv: RecvState::Finished,
+            };
+            self.events.push_back(Event::Readable(id));
+        }
+    }
+
+    fn on_reset(&mut self, id: StreamId, code: u64) {
+        if self.streams.contains_key(&id) {
+            tracing::debug!(stream = %id, code, "stream reset by peer");
+            self.reset_stream(id, code, true);
+        }
+    }
+
+    fn on_close_read(&mut self, id: StreamId, code: u64) {
+        let Some(entry) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if let StreamState::Live { send: SendState::Open, recv } = entry.state {
+            entry.state = StreamState::Live {
+                send: SendState::Stopped { code },
+                recv,
+            };
+            self.events.push_back(Event::Writable(id));
+            // Answer with our Close so the peer learns the direction is finished.
+            self.queue(Frame::Close { id });
+        }
+    }
+
+    fn on_window_update(&mut self, id: StreamId, credit: u64) -> Result<(), ProtocolViolation> {
+        let Some(entry) = self.streams.get_mut(&id) else {
+            return Ok(());
+        };
+        let total = entry.send_credit.saturating_add(credit);
+        if total > MAX_CREDIT {
+            return Err(ProtocolViolation::WindowOverflow(id));
+        }
+        let was_blocked = entry.send_credit == 0;
+        entry.send_credit = total;
+        if was_blocked {
+            self.events.push_back(Event::Writable(id));
+        }
+        Ok(())
+    }
+
+    // ---------------------------------------------------------------- application calls
+
+    /// Opens an outbound stream. `Ok(None)` while the stream limit is reached; an
+    /// [`Event::StreamSlotFree`] follows when a stream ends.
+    pub fn open_stream(&mut self) -> Result<Option<StreamId>, ConnectionError> {
+        self.check_open()?;
+        if self.streams.len() >= self.config.max_num_streams {
+            return Ok(None);
+        }
+        let id = StreamId::local(self.next_local_num);
+        // 2^61 streams cannot be opened in practice; saturating keeps the id unique until then.
+        self.next_local_num = self.next_local_num.saturating_add(1);
+        self.insert_stream(id);
+        let name = Bytes::from(id.num().to_string());
+        self.queue(Frame::NewStream { id, name });
+        Ok(Some(id))
+    }
+
+    /// The next inbound stream, if one waits.
+    pub fn accept(&mut self) -> Option<StreamId> {
+        self.inbound.pop_front()
+    }
+
+    /// Reads up to `max` bytes from a stream.
+    pub fn read(&mut self, id: StreamId, max: usize) -> Result<ReadOutcome, StreamError> {
+        let mode = self.mode;
+        let connection_open = self.closed.is_none();
+        let Some(entry) = self.streams.get_mut(&id) else {
+            return Err(self.stale_stream_error());
+        };
+        let recv = match entry.state {
+            StreamState::Live { recv, .. } => recv,
+            StreamState::Reset { code, by_peer } => return Err(StreamError::Reset { code, by_peer }),
+        };
+        if recv == RecvState::Stopped {
+            return Ok(ReadOutcome::Eof);
+        }
+        // Data that arrived before the connection ended is still delivered.
+        let Some(chunk) = entry.take(max.max(1)) else {
+            return match recv {
+                RecvState::Open if connection_open => Ok(ReadOutcome::Blocked),
+                RecvState::Open => Err(self.stale_stream_error()),
+                _ => Ok(ReadOutcome::Eof),
+            };
+        };
+        let len = chunk.len() as u64;
+        let still_buffered = entry.buffered as u64;
+        let grant = if mode == Mode::Extension && recv == RecvState::Open && connection_open {
+            let budget = self
+                .config
+                .max_connection_buffer
+                .saturating_sub(self.window_total);
+            entry.recv_window.on_consumed(len, still_buffered, self.config.max_stream_window, budget)
+        } else {
+            None
+        };
+        self.buffered_total -= len;
+        if let Some(grant) = grant {
+            self.window_total += grant.growth;
+            self.queue(Frame::WindowUpdate { id, credit: grant.credit });
+        }
+        if self.blocking_stream == Some(id) {
+            self.unblock_if_drained(id);
+        }
+        Ok(ReadOutcome::Data(chunk))
+    }
+
+    /// Queues up to `buf.len()` bytes on a stream (at most one frame's worth).
+    pub fn write(&mut self, id: StreamId, buf: &[u8]) -> Result<WriteOutcome, StreamError> {
+        let mode = self.mode;
+        let split = self.config.split_send_size;
+        let room = self.config.send_buffer_size.saturating_sub(self.outbox_data);
+        let entry = self.live_entry(id)?;
+        match entry.state {
+            StreamState::Live { send: SendState::Open, .. } => {}
+            StreamState::Live { send: SendState::Closed, .. } => {
+                return Err(StreamError::WriteClosed);
+            }
+            StreamState::Live { send: SendState::Stopped { code }, .. } => {
+                return Err(StreamError::Stopped { code });
+            }
+            StreamState::Reset { code, by_peer } => return Err(StreamError::Reset { code, by_peer }),
+        }
+        if buf.is_empty() {
+            return Ok(WriteOutcome::Written(0));
+        }
+        let credit = match mode {
+            Mode::Extension => usize::try_from(entry.send_credit).unwrap_or(usize::MAX),
+            Mode::PlainMplex => usize::MAX,
+        };
+        let len = buf.len().min(split).min(credit).min(room);
+        if len == 0 {
+            if room == 0 && !self.blocked_writers.contains(&id) {
+                self.blocked_writers.push(id);
+            }
+            return Ok(WriteOutcome::Blocked);
+        }
+        if mode == Mode::Extension {
+            entry.send_credit -= len as u64;
+        }
+        let data = Bytes::copy_from_slice(&buf[..len]);
+        self.queue(Frame::Data { id, data });
+        Ok(WriteOutcome::Written(len))
+    }
+
+    /// Whether everything queued on the stream so far has been flushed to the socket.
+    pub fn is_flushed(&self, id: StreamId) -> bool {
+        self.streams
+            .get(&id)
+            .is_none_or(|entry| entry.last_frame_seq <= self.flushed_seq)
+    }
+
+    /// Closes our write direction (FIN). Idempotent; fine after the peer stopped reading.
+    pub fn close_write(&mut self, id: StreamId) -> Result<(), StreamError> {
+        let entry = self.live_entry(id)?;
+        match entry.state {
+            StreamState::Live { send: SendState::Open, recv } => {
+                entry.state = StreamState::Live {
+                    send: SendState::Closed,
+                    recv,
+                };
+                self.queue(Frame::Close { id });
+                Ok(())
+            }
+            StreamState::Live { .. } => Ok(()),
+            StreamState::Reset { code, by_peer } => Err(StreamError::Reset { code, by_peer }),
+        }
+    }
+
+    /// Closes our read direction (stop-sending). Unread data is dropped and later reads give EOF.
+    /// In extension mode the peer is told with CloseRead (carrying `code`); in plain-mplex mode
+    /// nothing can be sent and the data that still arrives is discarded. Idempotent.
+    pub fn close_read(&mut self, id: StreamId, code: u64) -> Result<(), StreamError> {
+        let mode = self.mode;
+        let entry = self.live_entry(id)?;
+        let (send, recv) = match entry.state {
+            StreamState::Live { send, recv } => (send, recv),
+            StreamState::Reset { code, by_peer } => return Err(StreamError::Reset { code, by_peer }),
+        };
+        if recv == RecvState::Stopped {
+            return Ok(());
+        }
+        entry.state = StreamState::Live {
+            send,
+            recv: RecvState::Stopped,
+        };
+        let freed = entry.discard_buffer() as u64;
+        self.buffered_total -= freed;
+        if mode == Mode::Extension && recv == RecvState::Open {
+            self.queue(Frame::CloseRead { id, code });
+        }
+        if self.blocking_stream == Some(id) {
+            self.blocking_stream = None;
+        }
+        Ok(())
+    }
+
+    /// Resets the stream in both directions. A no-op on a stream already reset.
+    pub fn reset(&mut self, id: StreamId, code: u64) -> Result<(), StreamError> {
+        self.live_entry(id)?;
+        self.reset_stream(id, code, false);
+        Ok(())
+    }
+
+    /// The application no longer holds the stream: tell the peer what it needs to know (see the
+    /// drop rules in the crate docs) and forget the stream.
+    pub fn drop_stream(&mut self, id: StreamId) {
+        let Some(entry) = self.streams.remove(&id) else {
+            return;
+        };
+        self.forget(id, &entry);
+        if self.closed.is_some() {
+            return;
+        }
+        let StreamState::Live { send, recv } = entry.state else {
+            return;
+        };
+        let write_open = send == SendState::Open;
+        let read_open = match (self.mode, recv) {
+            (_, RecvState::Open) => true,
+            // Plain mplex could not tell the peer we stopped reading, so it still sends.
+            (Mode::PlainMplex, RecvState::Stopped) => true,
+            _ => false,
+        };
+        match (write_open, read_open) {
+            (true, true) => self.queue(Frame::Reset { id, code: 0 }),
+            (true, false) => self.queue(Frame::Close { id }),
+            (false, true) => match self.mode {
+                Mode::Extension => self.queue(Frame::CloseRead { id, code: 0 }),
+                Mode::PlainMplex => self.queue(Frame::Reset { id, code: 0 }),
+            },
+            (false, false) => {}
+        }
+    }
+
+    /// Ends the connection: every stream fails with `error` from now on.
+    pub fn close(&mut self, error: ConnectionError) {
+        if self.closed.is_some() {
+            return;
+        }
+        self.closed = Some(error);
+        self.blocked_writers.clear();
+        self.events.push_back(Event::ConnectionClosed);
+    }
+
+    // ---------------------------------------------------------------- helpers
+
+    fn check_open(&self) -> Result<(), ConnectionError> {
+        match &self.closed {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    fn live_entry(&mut self, id: StreamId) -> Result<&mut StreamEntry, StreamError> {
+        if let Some(e) = &self.closed {
+            return Err(StreamError::Connection(e.clone()));
+        }
+        // The connection is open here, and every stream in the map has a handle until it is
+        // dropped; a missing entry can only be a stale id.
+        self.streams
+            .get_mut(&id)
+            .ok_or(StreamError::Connection(ConnectionError::Closed))
+    }
+
+    /// The error for a stream the connection no longer serves. A handle exists for every stream
+    /// in the map, and the entry lives until the handle is dropped, so this is only reached once
+    /// the connection has ended.
+    fn stale_stream_error(&self) -> StreamError {
+        StreamError::Connection(self.closed.clone().unwrap_or(ConnectionError::Closed))
+    }
+
+    fn insert_stream(&mut self, id: StreamId) {
+        let entry = StreamEntry::new();
+        if self.mode == Mode::Extension {
+            self.window_total += entry.recv_window.size();
+        }
+        self.streams.insert(id, entry);
+    }
+
+    /// Releases the connection-wide accounting of a stream leaving the map.
+    fn forget(&mut self, id: StreamId, entry: &StreamEntry) {
+        self.buffered_total -= entry.buffered as u64;
+        if self.mode == Mode::Extension {
+            self.window_total -= entry.recv_window.size();
+        }
+        if self.blocking_stream == Some(id) {
+            self.blocking_stream = None;
+        }
+        self.blocked_writers.retain(|w| *w != id);
+        self.inbound.retain(|i| *i != id);
+        if self.streams.len() + 1 == self.config.max_num_streams {
+            self.events.push_back(Event::StreamSlotFree);
+        }
+    }
+
+    fn reset_stream(&mut self, id: StreamId, code: u64, by_peer: bool) {
+        let Some(entry) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if matches!(entry.state, StreamState::Reset { .. }) {
+            return;
+        }
+        entry.state = StreamState::Reset { code, by_peer };
+        let freed = entry.discard_buffer() as u64;
+        self.buffered_total -= freed;
+        if self.blocking_stream == Some(id) {
+            self.blocking_stream = None;
+        }
+        self.events.push_back(Event::Readable(id));
+        self.events.push_back(Event::Writable(id));
+        if !by_peer {
+            let code = if self.mode == Mode::Extension { code } else { 0 };
+            self.queue(Frame::Reset { id, code });
+        }
+    }
+
+    fn unblock_if_drained(&mut self, id: StreamId) {
+        let Some(entry) = self.streams.get(&id) else {
+            self.blocking_stream = None;
+            return;
+        };
+        if entry.recv_buf.len() <= self.config.max_buffer_len
+            && self.buffered_total <= self.config.max_connection_buffer
+        {
+            self.blocking_stream = None;
+        }
+    }
+
+    fn queue(&mut self, frame: Frame) {
+        self.queued_seq += 1;
+        let id = frame.stream_id();
+        match &frame {
+            Frame::Data { data, .. } => self.outbox_data += data.len(),
+            _ => self.outbox_control += 1,
+        }
+        if let Some(entry) = self.streams.get_mut(&id) {
+            entry.last_frame_seq = self.queued_seq;
+        }
+        tracing::trace!(stream = %id, ?frame, "queue frame");
+        self.outbox.push_back(frame);
+    }
+}
+
+impl Opener {
+    /// Whether this side opened the stream.
+    pub fn is_local(self) -> bool {
+        self == Opener::Local
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,156 @@
+//! Frames as the rest of the crate sees them: no varints, no flag numbers.
+//!
+//! The wire layout lives in [`crate::codec`] and in `PROTOCOL.md`.
+
+use std::fmt;
+
+use bytes::Bytes;
+
+/// Largest frame body that may be sent or received (1 MiB), as in the mplex spec.
+pub const MAX_FRAME_BODY: usize = 1024 * 1024;
+
+/// Which side of the connection opened a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Opener {
+    /// We opened the stream (we are its initiator).
+    Local,
+    /// The peer opened the stream (we are its receiver).
+    Remote,
+}
+
+/// A stream identifier as seen from this side of the connection.
+///
+/// mplex numbers streams per opener, so the number alone is ambiguous: stream 3 opened by us and
+/// stream 3 opened by the peer are different streams. Carrying the opener in the type keeps the two
+/// namespaces apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId {
+    num: u64,
+    opener: Opener,
+}
+
+impl StreamId {
+    /// A stream we opened.
+    pub fn local(num: u64) -> Self {
+        Self {
+            num,
+            opener: Opener::Local,
+        }
+    }
+
+    /// A stream the peer opened.
+    pub fn remote(num: u64) -> Self {
+        Self {
+            num,
+            opener: Opener::Remote,
+        }
+    }
+
+    /// The stream number carried on the wire.
+    pub fn num(self) -> u64 {
+        self.num
+    }
+
+    /// Who opened the stream.
+    pub fn opener(self) -> Opener {
+        self.opener
+    }
+
+    /// The same stream as the peer sees it (the opener flips).
+    pub fn as_seen_by_peer(self) -> Self {
+        let opener = match self.opener {
+            Opener::Local => Opener::Remote,
+            Opener::Remote => Opener::Local,
+        };
+        Self {
+            num: self.num,
+            opener,
+        }
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.opener {
+            Opener::Local => write!(f, "{}/local", self.num),
+            Opener::Remote => write!(f, "{}/remote", self.num),
+        }
+    }
+}
+
+/// One frame, decoded. Stream ids are relative to the side that holds the frame: a frame we send
+/// names streams as we see them, a frame we received has already been translated to our view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Frame {
+    /// mplex flag 0: open a stream. The name is informative only.
+    NewStream {
+        /// The new stream; always opened by the frame's sender.
+        id: StreamId,
+        /// The stream name (we send the number in decimal).
+        name: Bytes,
+    },
+    /// mplex flags 1/2: stream data.
+    Data {
+        /// The stream.
+        id: StreamId,
+        /// The payload, at most [`MAX_FRAME_BODY`] bytes.
+        data: Bytes,
+    },
+    /// mplex flags 3/4: close-write (FIN). The sender writes no more on this stream.
+    Close {
+        /// The stream.
+        id: StreamId,
+    },
+    /// mplex flags 5/6: reset both directions. The code is only sent in extension mode.
+    Reset {
+        /// The stream.
+        id: StreamId,
+        /// Application error code; 0 when none was given.
+        code: u64,
+    },
+    /// Extension op 0: close-read (stop-sending). The sender reads no more on this stream.
+    CloseRead {
+        /// The stream.
+        id: StreamId,
+        /// Application error code; 0 when none was given.
+        code: u64,
+    },
+    /// Extension op 1: the sender may receive `credit` more bytes on this stream.
+    WindowUpdate {
+        /// The stream.
+        id: StreamId,
+        /// Additional credit in bytes, never 0.
+        credit: u64,
+    },
+    /// An extension op this version does not know; receivers ignore it.
+    UnknownExtension {
+        /// The stream.
+        id: StreamId,
+        /// The op number.
+        op: u64,
+    },
+}
+
+impl Frame {
+    /// The stream the frame is about.
+    pub fn stream_id(&self) -> StreamId {
+        match self {
+            Frame::NewStream { id, .. }
+            | Frame::Data { id, .. }
+            | Frame::Close { id }
+            | Frame::Reset { id, .. }
+            | Frame::CloseRead { id, .. }
+            | Frame::WindowUpdate { id, .. }
+            | Frame::UnknownExtension { id, .. } => *id,
+        }
+    }
+}
+
+/// Which protocol a connection speaks, decided by multistream-select.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// `/mplex-halfclose/1.0.0`: mplex framing plus close-read, window updates and reset codes.
+    Extension,
+    /// `/mplex/6.7.0`: plain mplex, byte for byte compatible with every mplex peer.
+    PlainMplex,
+}

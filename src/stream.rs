@@ -1,0 +1,241 @@
+//! [`Stream`]: one multiplexed stream, `AsyncRead + AsyncWrite` with half-close.
+
+use std::{
+    io,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use futures::{AsyncRead, AsyncWrite, future::poll_fn};
+use parking_lot::Mutex;
+
+use crate::{
+    core::{ReadOutcome, WriteOutcome},
+    error::StreamError,
+    frame::{Mode, StreamId},
+    muxer::Shared,
+};
+
+/// One stream of a [`crate::Muxer`].
+///
+/// Reading and writing are independent directions, each closed on its own:
+///
+/// | call | we send | our side afterwards | the peer sees |
+/// |---|---|---|---|
+/// | [`close_write`](Stream::close_write) / `poll_close` | Close (after all data) | writes fail `BrokenPipe` | all data, then EOF |
+/// | [`close_read`](Stream::close_read) | CloseRead (extension mode) | reads give EOF, unread data dropped | writes fail `BrokenPipe` |
+/// | [`reset`](Stream::reset) | Reset | reads and writes fail `ConnectionReset` | the same |
+///
+/// Dropping the stream sends what the drop rules in the crate docs say.
+pub struct Stream {
+    id: StreamId,
+    shared: Arc<Mutex<Shared>>,
+    mode: Mode,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream")
+            .field("id", &self.id)
+            .field("mode", &self.mode)
+            .finish()
+    }
+}
+
+impl Stream {
+    pub(crate) fn new(id: StreamId, shared: Arc<Mutex<Shared>>, mode: Mode) -> Self {
+        Self { id, shared, mode }
+    }
+
+    /// The stream's id on this connection.
+    pub fn id(&self) -> StreamId {
+        self.id
+    }
+
+    /// The protocol the connection speaks: whether close-read reaches the peer.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// Closes the write direction: waits until everything written is flushed, then sends Close.
+    /// The peer reads all the data, then EOF. Later writes fail with `BrokenPipe`. Idempotent;
+    /// also succeeds after the peer stopped reading. Fails with `ConnectionReset` on a reset
+    /// stream. Same as `AsyncWriteExt::close`.
+    pub async fn close_write(&mut self) -> io::Result<()> {
+        poll_fn(|cx| self.poll_close_write(cx)).await
+    }
+
+    /// Poll form of [`Stream::close_write`].
+    pub fn poll_close_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.with_shared(|shared, id| {
+            let had_transmit = shared.core.has_transmit();
+            shared.core.close_write(id)?;
+            wake_driver_if_queued(shared, had_transmit);
+            Ok(())
+        })?;
+        self.poll_flushed(cx)
+    }
+
+    /// Closes the read direction (stop-sending): unread data is dropped, later reads return
+    /// `Ok(0)`, data that still arrives is discarded. In extension mode the peer is told: its
+    /// writes fail with `BrokenPipe` and it answers with Close. Resolves when the signal is
+    /// flushed. In plain-mplex mode nothing can be sent, so this only acts locally.
+    pub async fn close_read(&mut self) -> io::Result<()> {
+        poll_fn(|cx| self.poll_close_read_with_code(cx, 0)).await
+    }
+
+    /// [`Stream::close_read`] with an error code the peer's failed write carries
+    /// (see [`StreamError::code`]).
+    pub async fn close_read_with_code(&mut self, code: u64) -> io::Result<()> {
+        poll_fn(|cx| self.poll_close_read_with_code(cx, code)).await
+    }
+
+    /// Poll form of [`Stream::close_read`].
+    pub fn poll_close_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_close_read_with_code(cx, 0)
+    }
+
+    /// Poll form of [`Stream::close_read_with_code`].
+    pub fn poll_close_read_with_code(
+        &mut self,
+        cx: &mut Context<'_>,
+        code: u64,
+    ) -> Poll<io::Result<()>> {
+        self.with_shared(|shared, id| {
+            let had_transmit = shared.core.has_transmit();
+            shared.core.close_read(id, code)?;
+            wake_driver_if_queued(shared, had_transmit);
+            Ok(())
+        })?;
+        self.poll_flushed(cx)
+    }
+
+    /// Resets the stream: both directions fail with `ConnectionReset` on both sides. Data not
+    /// yet sent or read is dropped. A no-op on a stream already reset.
+    pub fn reset(&mut self) {
+        self.reset_with_code(0)
+    }
+
+    /// [`Stream::reset`] with an error code the peer can read back (extension mode only; plain
+    /// mplex has no room for it and sends 0).
+    pub fn reset_with_code(&mut self, code: u64) {
+        let _ = self.with_shared(|shared, id| {
+            let had_transmit = shared.core.has_transmit();
+            let result = shared.core.reset(id, code);
+            shared.dispatch_events();
+            wake_driver_if_queued(shared, had_transmit);
+            result
+        });
+    }
+
+    fn with_shared<T>(
+        &self,
+        f: impl FnOnce(&mut Shared, StreamId) -> Result<T, StreamError>,
+    ) -> io::Result<T> {
+        let mut shared = self.shared.lock();
+        f(&mut shared, self.id).map_err(io::Error::from)
+    }
+
+    /// Ready once everything queued on this stream has been flushed to the socket.
+    fn poll_flushed(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut shared = self.shared.lock();
+        if shared.core.is_flushed(self.id) {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(e) = shared.core.closed() {
+            return Poll::Ready(Err(StreamError::Connection(e.clone()).into()));
+        }
+        shared.register_flush(cx.waker());
+        shared.wake_driver();
+        Poll::Pending
+    }
+}
+
+fn wake_driver_if_queued(shared: &mut Shared, had_transmit: bool) {
+    if !had_transmit && shared.core.has_transmit() {
+        shared.wake_driver();
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let id = self.id;
+        let mut shared = self.shared.lock();
+        let had_transmit = shared.core.has_transmit();
+        let was_reading = shared.core.wants_frames();
+        let outcome = shared.core.read(id, buf.len());
+        match outcome {
+            Ok(ReadOutcome::Data(data)) => {
+                buf[..data.len()].copy_from_slice(&data);
+                if !was_reading && shared.core.wants_frames() {
+                    shared.wake_driver();
+                } else {
+                    wake_driver_if_queued(&mut shared, had_transmit);
+                }
+                Poll::Ready(Ok(data.len()))
+            }
+            Ok(ReadOutcome::Eof) => Poll::Ready(Ok(0)),
+            Ok(ReadOutcome::Blocked) => {
+                shared.register_read(id, cx.waker());
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(e.into())),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let id = self.id;
+        let mut shared = self.shared.lock();
+        let had_transmit = shared.core.has_transmit();
+        match shared.core.write(id, buf) {
+            Ok(WriteOutcome::Written(n)) => {
+                wake_driver_if_queued(&mut shared, had_transmit);
+                Poll::Ready(Ok(n))
+            }
+            Ok(WriteOutcome::Blocked) => {
+                shared.register_write(id, cx.waker());
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(e.into())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_flushed(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_close_write(cx)
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        let mut shared = self.shared.lock();
+        let had_transmit = shared.core.has_transmit();
+        let was_reading = shared.core.wants_frames();
+        shared.core.drop_stream(self.id);
+        shared.forget_stream(self.id);
+        shared.dispatch_events();
+        // Freed buffer space may let a paused connection read again.
+        if !was_reading && shared.core.wants_frames() {
+            shared.wake_driver();
+        } else {
+            wake_driver_if_queued(&mut shared, had_transmit);
+        }
+    }
+}
