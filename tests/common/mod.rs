@@ -1,0 +1,129 @@
+//! Shared test helpers: a task that drives any `StreamMuxer`, and in-memory muxer pairs.
+#![allow(dead_code, unreachable_pub)]
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use futures::{
+    StreamExt,
+    channel::{mpsc, oneshot},
+    future::poll_fn,
+};
+use libp2p_core::muxing::{StreamMuxer, StreamMuxerExt};
+use libp2p_mplex_halfclose::{Config, Mode, Muxer};
+use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
+
+/// A muxer driven by its own task: open and accept streams from anywhere.
+pub struct Driven<S> {
+    open_tx: mpsc::UnboundedSender<oneshot::Sender<S>>,
+    inbound_rx: mpsc::UnboundedReceiver<S>,
+    /// Resolves with the muxer's error when the connection ends.
+    pub ended: Option<oneshot::Receiver<String>>,
+}
+
+impl<S: Send + 'static> Driven<S> {
+    pub async fn open(&self) -> S {
+        let (tx, rx) = oneshot::channel();
+        self.open_tx.unbounded_send(tx).expect("driver alive");
+        rx.await.expect("driver opened a stream")
+    }
+
+    pub async fn accept(&mut self) -> S {
+        self.inbound_rx.next().await.expect("driver alive")
+    }
+
+    /// The error the connection ended with.
+    pub async fn ended(&mut self) -> String {
+        self.ended.take().expect("ended once").await.expect("driver reports its end")
+    }
+}
+
+/// Spawns a task that polls `muxer` until the connection ends.
+pub fn drive<M>(mut muxer: M) -> Driven<M::Substream>
+where
+    M: StreamMuxer + Unpin + Send + 'static,
+    M::Substream: Send + 'static,
+    M::Error: std::fmt::Display,
+{
+    let (open_tx, mut open_rx) = mpsc::unbounded::<oneshot::Sender<M::Substream>>();
+    let (inbound_tx, inbound_rx) = mpsc::unbounded();
+    let (ended_tx, ended_rx) = oneshot::channel();
+    tokio::spawn(async move {
+        let mut pending_open = None;
+        let error = poll_fn(|cx: &mut Context<'_>| {
+            loop {
+                if let Poll::Ready(Err(e)) = muxer.poll_unpin(cx) {
+                    return Poll::Ready(e.to_string());
+                }
+                match muxer.poll_inbound_unpin(cx) {
+                    Poll::Ready(Ok(s)) => {
+                        let _ = inbound_tx.unbounded_send(s);
+                        continue;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(e.to_string()),
+                    Poll::Pending => {}
+                }
+                if pending_open.is_none() {
+                    if let Poll::Ready(Some(req)) = open_rx.poll_next_unpin(cx) {
+                        pending_open = Some(req);
+                    }
+                }
+                if let Some(req) = pending_open.take() {
+                    match muxer.poll_outbound_unpin(cx) {
+                        Poll::Ready(Ok(s)) => {
+                            let _ = req.send(s);
+                            continue;
+                        }
+                        Poll::Ready(Err(e)) => return Poll::Ready(e.to_string()),
+                        Poll::Pending => pending_open = Some(req),
+                    }
+                }
+                return Poll::Pending;
+            }
+        })
+        .await;
+        let _ = ended_tx.send(error);
+    });
+    Driven { open_tx, inbound_rx, ended: Some(ended_rx) }
+}
+
+pub type MemorySocket = Compat<tokio::io::DuplexStream>;
+
+/// Two of our muxers over an in-memory pipe.
+pub fn memory_pair(mode: Mode, config: Config) -> (Muxer<MemorySocket>, Muxer<MemorySocket>) {
+    let (a, b) = tokio::io::duplex(256 * 1024);
+    (
+        Muxer::new(a.compat(), config.clone(), mode),
+        Muxer::new(b.compat(), config, mode),
+    )
+}
+
+pub fn driven_pair(
+    mode: Mode,
+    config: Config,
+) -> (Driven<libp2p_mplex_halfclose::Stream>, Driven<libp2p_mplex_halfclose::Stream>) {
+    let (a, b) = memory_pair(mode, config);
+    (drive(a), drive(b))
+}
+
+/// Deterministic pseudo-random bytes for transfer checks.
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0] ^ seed).collect()
+}
+
+/// A generous bound so that a hung test fails instead of running forever.
+pub async fn within<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(60), f).await.expect("test did not hang")
+}
+
+pub fn both_modes() -> [Mode; 2] {
+    [Mode::Extension, Mode::PlainMplex]
+}
+
+/// Pins for use with `poll_fn`.
+pub fn pinned<T: Unpin>(t: &mut T) -> Pin<&mut T> {
+    Pin::new(t)
+}
