@@ -230,7 +230,9 @@ impl Encoder for Codec {
                 debug_assert!(data.len() <= MAX_FRAME_BODY);
                 Self::put_frame(dst, id, sent_flag(id, FLAG_MESSAGE_RECEIVER), &data)
             }
-            Frame::Close { id } => Self::put_frame(dst, id, sent_flag(id, FLAG_CLOSE_RECEIVER), &[]),
+            Frame::Close { id } => {
+                Self::put_frame(dst, id, sent_flag(id, FLAG_CLOSE_RECEIVER), &[])
+            }
             Frame::Reset { id, code } => {
                 let flag = sent_flag(id, FLAG_RESET_RECEIVER);
                 if code == 0 || self.mode == Mode::PlainMplex {

@@ -172,7 +172,9 @@ pub struct Muxer<C> {
 
 impl<C> std::fmt::Debug for Muxer<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Muxer").field("mode", &self.mode).finish_non_exhaustive()
+        f.debug_struct("Muxer")
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
     }
 }
 
@@ -330,7 +332,13 @@ where
             let mut shared = self.shared.lock();
             store(&mut shared.driver, cx.waker());
             if self.socket_state == SocketState::Closed {
-                return Poll::Ready(shared.core.closed().cloned().unwrap_or(ConnectionError::Closed));
+                return Poll::Ready(
+                    shared
+                        .core
+                        .closed()
+                        .cloned()
+                        .unwrap_or(ConnectionError::Closed),
+                );
             }
         }
         for _ in 0..MAX_ROUNDS_PER_POLL {
@@ -430,7 +438,9 @@ where
         if this.socket_state == SocketState::Closing {
             loop {
                 match this.encode_outgoing().and_then(|_| this.poll_write_out(cx)) {
-                    Ok(_) if this.write_buf.is_empty() && !this.shared.lock().core.has_transmit() => {
+                    Ok(_)
+                        if this.write_buf.is_empty() && !this.shared.lock().core.has_transmit() =>
+                    {
                         break;
                     }
                     Ok(true) => continue,

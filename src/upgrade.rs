@@ -5,11 +5,7 @@ use std::{future, io};
 use futures::{AsyncRead, AsyncWrite};
 use libp2p_core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
 
-use crate::{
-    Config, Muxer,
-    config::EXTENSION_PROTOCOL,
-    frame::Mode,
-};
+use crate::{Config, Muxer, config::EXTENSION_PROTOCOL, frame::Mode};
 
 impl Config {
     fn mode_for(&self, protocol: &str) -> Mode {

@@ -28,17 +28,33 @@ fn violation(result: Result<Option<Frame>, ConnectionError>) -> ProtocolViolatio
 /// The frame as the receiving side sees it: stream ids flip their opener.
 fn as_received(frame: Frame) -> Frame {
     match frame {
-        Frame::NewStream { id, name } => Frame::NewStream { id: id.as_seen_by_peer(), name },
-        Frame::Data { id, data } => Frame::Data { id: id.as_seen_by_peer(), data },
-        Frame::Close { id } => Frame::Close { id: id.as_seen_by_peer() },
-        Frame::Reset { id, code } => Frame::Reset { id: id.as_seen_by_peer(), code },
-        Frame::CloseRead { id, code } => Frame::CloseRead { id: id.as_seen_by_peer(), code },
-        Frame::WindowUpdate { id, credit } => {
-            Frame::WindowUpdate { id: id.as_seen_by_peer(), credit }
-        }
-        Frame::UnknownExtension { id, op } => {
-            Frame::UnknownExtension { id: id.as_seen_by_peer(), op }
-        }
+        Frame::NewStream { id, name } => Frame::NewStream {
+            id: id.as_seen_by_peer(),
+            name,
+        },
+        Frame::Data { id, data } => Frame::Data {
+            id: id.as_seen_by_peer(),
+            data,
+        },
+        Frame::Close { id } => Frame::Close {
+            id: id.as_seen_by_peer(),
+        },
+        Frame::Reset { id, code } => Frame::Reset {
+            id: id.as_seen_by_peer(),
+            code,
+        },
+        Frame::CloseRead { id, code } => Frame::CloseRead {
+            id: id.as_seen_by_peer(),
+            code,
+        },
+        Frame::WindowUpdate { id, credit } => Frame::WindowUpdate {
+            id: id.as_seen_by_peer(),
+            credit,
+        },
+        Frame::UnknownExtension { id, op } => Frame::UnknownExtension {
+            id: id.as_seen_by_peer(),
+            op,
+        },
     }
 }
 
@@ -49,12 +65,36 @@ fn mplex_flags_are_byte_for_byte_the_spec() {
     let remote = StreamId::remote(5);
     // header = 5 << 3 | flag = 40 + flag
     let cases: Vec<(Frame, Vec<u8>)> = vec![
-        (Frame::NewStream { id: local, name: Bytes::from_static(b"5") }, vec![40, 1, b'5']),
-        (Frame::Data { id: remote, data: Bytes::from_static(b"hi") }, vec![41, 2, b'h', b'i']),
-        (Frame::Data { id: local, data: Bytes::from_static(b"hi") }, vec![42, 2, b'h', b'i']),
+        (
+            Frame::NewStream {
+                id: local,
+                name: Bytes::from_static(b"5"),
+            },
+            vec![40, 1, b'5'],
+        ),
+        (
+            Frame::Data {
+                id: remote,
+                data: Bytes::from_static(b"hi"),
+            },
+            vec![41, 2, b'h', b'i'],
+        ),
+        (
+            Frame::Data {
+                id: local,
+                data: Bytes::from_static(b"hi"),
+            },
+            vec![42, 2, b'h', b'i'],
+        ),
         (Frame::Close { id: remote }, vec![43, 0]),
         (Frame::Close { id: local }, vec![44, 0]),
-        (Frame::Reset { id: remote, code: 0 }, vec![45, 0]),
+        (
+            Frame::Reset {
+                id: remote,
+                code: 0,
+            },
+            vec![45, 0],
+        ),
         (Frame::Reset { id: local, code: 0 }, vec![46, 0]),
     ];
     for (frame, bytes) in cases {
@@ -71,11 +111,38 @@ fn extension_ops_have_the_documented_layout() {
     let cases: Vec<(Frame, Vec<u8>)> = vec![
         // header 2<<3|7 = 23, len, op<<1|initiator, payload
         (Frame::CloseRead { id: local, code: 0 }, vec![23, 1, 1]),
-        (Frame::CloseRead { id: remote, code: 9 }, vec![23, 2, 0, 9]),
-        (Frame::WindowUpdate { id: local, credit: 300 }, vec![23, 3, 3, 0xac, 0x02]),
-        (Frame::WindowUpdate { id: remote, credit: 1 }, vec![23, 2, 2, 1]),
-        (Frame::Reset { id: local, code: 300 }, vec![22, 2, 0xac, 0x02]),
-        (Frame::UnknownExtension { id: remote, op: 5 }, vec![23, 1, 10]),
+        (
+            Frame::CloseRead {
+                id: remote,
+                code: 9,
+            },
+            vec![23, 2, 0, 9],
+        ),
+        (
+            Frame::WindowUpdate {
+                id: local,
+                credit: 300,
+            },
+            vec![23, 3, 3, 0xac, 0x02],
+        ),
+        (
+            Frame::WindowUpdate {
+                id: remote,
+                credit: 1,
+            },
+            vec![23, 2, 2, 1],
+        ),
+        (
+            Frame::Reset {
+                id: local,
+                code: 300,
+            },
+            vec![22, 2, 0xac, 0x02],
+        ),
+        (
+            Frame::UnknownExtension { id: remote, op: 5 },
+            vec![23, 1, 10],
+        ),
     ];
     for (frame, bytes) in cases {
         assert_eq!(&encode(mode, frame.clone())[..], &bytes[..], "{frame:?}");
@@ -85,27 +152,51 @@ fn extension_ops_have_the_documented_layout() {
 
 #[test]
 fn plain_mode_never_puts_a_code_in_reset_and_ignores_one_it_receives() {
-    assert_eq!(&encode(Mode::PlainMplex, Frame::Reset { id: StreamId::local(1), code: 7 })[..], &[14, 0]);
+    assert_eq!(
+        &encode(
+            Mode::PlainMplex,
+            Frame::Reset {
+                id: StreamId::local(1),
+                code: 7
+            }
+        )[..],
+        &[14, 0]
+    );
     let frame = decode_one(Mode::PlainMplex, &[14, 1, 7]).unwrap();
-    assert_eq!(frame, Some(Frame::Reset { id: StreamId::remote(1), code: 0 }));
+    assert_eq!(
+        frame,
+        Some(Frame::Reset {
+            id: StreamId::remote(1),
+            code: 0
+        })
+    );
 }
 
 #[test]
 fn an_optional_code_may_be_absent_and_trailing_bytes_of_known_ops_are_ignored() {
     assert_eq!(
         decode_one(Mode::Extension, &[14, 0]).unwrap(),
-        Some(Frame::Reset { id: StreamId::remote(1), code: 0 })
+        Some(Frame::Reset {
+            id: StreamId::remote(1),
+            code: 0
+        })
     );
     assert_eq!(
         decode_one(Mode::Extension, &[15, 3, 1, 3, 99]).unwrap(),
-        Some(Frame::CloseRead { id: StreamId::remote(1), code: 3 })
+        Some(Frame::CloseRead {
+            id: StreamId::remote(1),
+            code: 3
+        })
     );
 }
 
 #[test]
 fn varint_longer_than_ten_bytes_is_rejected() {
     let bytes = [0xffu8; 11];
-    assert_eq!(violation(decode_one(Mode::PlainMplex, &bytes)), ProtocolViolation::VarintOverflow);
+    assert_eq!(
+        violation(decode_one(Mode::PlainMplex, &bytes)),
+        ProtocolViolation::VarintOverflow
+    );
 }
 
 #[test]
@@ -120,14 +211,20 @@ fn non_minimal_varint_is_rejected() {
 fn body_over_one_mebibyte_is_rejected_before_it_arrives() {
     let mut bytes = vec![8u8];
     let len = (MAX_FRAME_BODY + 1) as u64;
-    bytes.extend_from_slice(unsigned_varint::encode::u64(len, &mut unsigned_varint::encode::u64_buffer()));
+    bytes.extend_from_slice(unsigned_varint::encode::u64(
+        len,
+        &mut unsigned_varint::encode::u64_buffer(),
+    ));
     assert_eq!(
         violation(decode_one(Mode::PlainMplex, &bytes)),
         ProtocolViolation::FrameTooLarge { len }
     );
     // 100 MiB, as a hostile peer would claim.
     let mut bytes = vec![8u8];
-    bytes.extend_from_slice(unsigned_varint::encode::u64(100 << 20, &mut unsigned_varint::encode::u64_buffer()));
+    bytes.extend_from_slice(unsigned_varint::encode::u64(
+        100 << 20,
+        &mut unsigned_varint::encode::u64_buffer(),
+    ));
     let mut buf = BytesMut::from(&bytes[..]);
     assert!(Codec::new(Mode::Extension).decode(&mut buf).is_err());
     assert!(buf.capacity() < 1024, "no allocation of the claimed length");
@@ -136,9 +233,21 @@ fn body_over_one_mebibyte_is_rejected_before_it_arrives() {
 #[test]
 fn a_body_of_exactly_one_mebibyte_is_accepted() {
     let data = Bytes::from(vec![3u8; MAX_FRAME_BODY]);
-    let buf = encode(Mode::PlainMplex, Frame::Data { id: StreamId::local(0), data: data.clone() });
+    let buf = encode(
+        Mode::PlainMplex,
+        Frame::Data {
+            id: StreamId::local(0),
+            data: data.clone(),
+        },
+    );
     let frame = decode_one(Mode::PlainMplex, &buf).unwrap();
-    assert_eq!(frame, Some(Frame::Data { id: StreamId::remote(0), data }));
+    assert_eq!(
+        frame,
+        Some(Frame::Data {
+            id: StreamId::remote(0),
+            data
+        })
+    );
 }
 
 #[test]
@@ -159,7 +268,10 @@ fn malformed_extension_bodies_are_rejected() {
     ];
     for bytes in cases {
         let v = violation(decode_one(Mode::Extension, bytes));
-        assert!(matches!(v, ProtocolViolation::MalformedExtension(_)), "{bytes:?}: {v:?}");
+        assert!(
+            matches!(v, ProtocolViolation::MalformedExtension(_)),
+            "{bytes:?}: {v:?}"
+        );
     }
     assert_eq!(
         violation(decode_one(Mode::Extension, &[6, 1, 0x80])),
@@ -174,19 +286,29 @@ fn a_truncated_frame_at_end_of_stream_is_an_error() {
     assert_eq!(codec.decode(&mut buf).unwrap(), None);
     assert!(matches!(
         codec.decode_eof(&mut buf),
-        Err(ConnectionError::ProtocolViolation(ProtocolViolation::TruncatedFrame))
+        Err(ConnectionError::ProtocolViolation(
+            ProtocolViolation::TruncatedFrame
+        ))
     ));
 }
 
 fn arb_id() -> impl Strategy<Value = StreamId> {
-    (0u64..(1 << 40), any::<bool>())
-        .prop_map(|(n, local)| if local { StreamId::local(n) } else { StreamId::remote(n) })
+    (0u64..(1 << 40), any::<bool>()).prop_map(|(n, local)| {
+        if local {
+            StreamId::local(n)
+        } else {
+            StreamId::remote(n)
+        }
+    })
 }
 
 fn arb_frame(mode: Mode) -> impl Strategy<Value = Frame> {
     let data = proptest::collection::vec(any::<u8>(), 0..3000).prop_map(Bytes::from);
     let plain = prop_oneof![
-        (0u64..(1 << 40), data.clone()).prop_map(|(n, name)| Frame::NewStream { id: StreamId::local(n), name }),
+        (0u64..(1 << 40), data.clone()).prop_map(|(n, name)| Frame::NewStream {
+            id: StreamId::local(n),
+            name
+        }),
         (arb_id(), data).prop_map(|(id, data)| Frame::Data { id, data }),
         arb_id().prop_map(|id| Frame::Close { id }),
         arb_id().prop_map(|id| Frame::Reset { id, code: 0 }),

@@ -24,7 +24,9 @@ async fn request_response_with_close_write_in_both_modes() {
                 let mut s = b.accept().await;
                 assert_eq!(s.mode(), mode);
                 let request = read_to_end(&mut s).await.unwrap();
-                s.write_all(&[b"echo: ", &request[..]].concat()).await.unwrap();
+                s.write_all(&[b"echo: ", &request[..]].concat())
+                    .await
+                    .unwrap();
                 s.close_write().await.unwrap();
             });
             let mut s = a.open().await;
@@ -58,11 +60,17 @@ async fn close_read_stops_the_remote_writer_with_broken_pipe_while_the_other_dir
             }
         };
         assert_eq!(err.kind(), ErrorKind::BrokenPipe);
-        assert!(matches!(StreamError::from_io(&err), Some(StreamError::Stopped { code: 99 })));
+        assert!(matches!(
+            StreamError::from_io(&err),
+            Some(StreamError::Stopped { code: 99 })
+        ));
         // The reverse direction still works: the stopped reader writes, the writer reads.
         reader.write_all(b"reply still flows").await.unwrap();
         reader.close_write().await.unwrap();
-        assert_eq!(read_to_end(&mut writer).await.unwrap(), b"reply still flows");
+        assert_eq!(
+            read_to_end(&mut writer).await.unwrap(),
+            b"reply still flows"
+        );
         // The writer answered with Close: close_write is a no-op that succeeds.
         writer.close_write().await.unwrap();
     })
@@ -105,9 +113,18 @@ async fn reset_fails_reads_and_writes_on_both_sides_with_connection_reset() {
             assert_eq!(err.kind(), ErrorKind::ConnectionReset);
             let code = StreamError::from_io(&err).and_then(StreamError::code);
             assert_eq!(code, Some(if mode == Mode::Extension { 5 } else { 0 }));
-            assert_eq!(peer.write(b"y").await.unwrap_err().kind(), ErrorKind::ConnectionReset);
-            assert_eq!(s.read(&mut [0u8; 8]).await.unwrap_err().kind(), ErrorKind::ConnectionReset);
-            assert_eq!(s.write(b"y").await.unwrap_err().kind(), ErrorKind::ConnectionReset);
+            assert_eq!(
+                peer.write(b"y").await.unwrap_err().kind(),
+                ErrorKind::ConnectionReset
+            );
+            assert_eq!(
+                s.read(&mut [0u8; 8]).await.unwrap_err().kind(),
+                ErrorKind::ConnectionReset
+            );
+            assert_eq!(
+                s.write(b"y").await.unwrap_err().kind(),
+                ErrorKind::ConnectionReset
+            );
         })
         .await;
     }
@@ -309,7 +326,9 @@ async fn a_stalled_reader_does_not_block_other_streams_in_extension_mode() {
             let mut tasks = Vec::new();
             for _ in 0..50 {
                 let mut s = b.accept().await;
-                tasks.push(tokio::spawn(async move { read_to_end(&mut s).await.unwrap().len() }));
+                tasks.push(tokio::spawn(async move {
+                    read_to_end(&mut s).await.unwrap().len()
+                }));
             }
             let mut total = 0;
             for t in tasks {
@@ -331,7 +350,10 @@ async fn a_stalled_reader_does_not_block_other_streams_in_extension_mode() {
             c.await.unwrap();
         }
         assert_eq!(server.await.unwrap(), 50 * 1024 * 1024);
-        assert!(!filler.is_finished(), "the stalled stream is held at its window");
+        assert!(
+            !filler.is_finished(),
+            "the stalled stream is held at its window"
+        );
         filler.abort();
     })
     .await;

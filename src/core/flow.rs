@@ -74,7 +74,9 @@ impl RecvWindow {
             return None;
         }
         let growth = if still_buffered == 0 {
-            self.size.min(max_size.saturating_sub(self.size)).min(budget)
+            self.size
+                .min(max_size.saturating_sub(self.size))
+                .min(budget)
         } else {
             0
         };
@@ -103,9 +105,18 @@ mod tests {
     fn no_grant_before_half_a_window_is_consumed() {
         let mut w = RecvWindow::new();
         w.on_data(INITIAL_WINDOW).unwrap();
-        assert_eq!(w.on_consumed(INITIAL_WINDOW / 2 - 1, 1, u64::MAX, u64::MAX), None);
+        assert_eq!(
+            w.on_consumed(INITIAL_WINDOW / 2 - 1, 1, u64::MAX, u64::MAX),
+            None
+        );
         let grant = w.on_consumed(1, 1, u64::MAX, u64::MAX).unwrap();
-        assert_eq!(grant, Grant { credit: INITIAL_WINDOW / 2, growth: 0 });
+        assert_eq!(
+            grant,
+            Grant {
+                credit: INITIAL_WINDOW / 2,
+                growth: 0
+            }
+        );
         assert_eq!(w.size(), INITIAL_WINDOW);
     }
 
@@ -115,13 +126,25 @@ mod tests {
         let max = 4 * INITIAL_WINDOW;
         w.on_data(INITIAL_WINDOW).unwrap();
         let g = w.on_consumed(INITIAL_WINDOW, 0, max, u64::MAX).unwrap();
-        assert_eq!(g, Grant { credit: 2 * INITIAL_WINDOW, growth: INITIAL_WINDOW });
+        assert_eq!(
+            g,
+            Grant {
+                credit: 2 * INITIAL_WINDOW,
+                growth: INITIAL_WINDOW
+            }
+        );
         w.on_data(2 * INITIAL_WINDOW).unwrap();
         let g = w.on_consumed(2 * INITIAL_WINDOW, 0, max, u64::MAX).unwrap();
         assert_eq!(g.growth, 2 * INITIAL_WINDOW);
         w.on_data(4 * INITIAL_WINDOW).unwrap();
         let g = w.on_consumed(4 * INITIAL_WINDOW, 0, max, u64::MAX).unwrap();
-        assert_eq!(g, Grant { credit: 4 * INITIAL_WINDOW, growth: 0 });
+        assert_eq!(
+            g,
+            Grant {
+                credit: 4 * INITIAL_WINDOW,
+                growth: 0
+            }
+        );
         assert_eq!(w.size(), max);
         assert_eq!(w.on_data(4 * INITIAL_WINDOW + 1), Err(4 * INITIAL_WINDOW));
     }
@@ -131,6 +154,12 @@ mod tests {
         let mut w = RecvWindow::new();
         w.on_data(INITIAL_WINDOW).unwrap();
         let g = w.on_consumed(INITIAL_WINDOW, 0, u64::MAX, 1000).unwrap();
-        assert_eq!(g, Grant { credit: INITIAL_WINDOW + 1000, growth: 1000 });
+        assert_eq!(
+            g,
+            Grant {
+                credit: INITIAL_WINDOW + 1000,
+                growth: 1000
+            }
+        );
     }
 }

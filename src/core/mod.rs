@@ -233,7 +233,9 @@ impl Connection {
             self.refused_in_a_row += 1;
             let limit = MIN_REFUSED_STREAMS_LIMIT.max(self.config.max_num_streams as u64);
             if self.refused_in_a_row > limit {
-                return Err(ProtocolViolation::TooManyRefusedStreams(self.refused_in_a_row));
+                return Err(ProtocolViolation::TooManyRefusedStreams(
+                    self.refused_in_a_row,
+                ));
             }
             tracing::debug!(stream = %id, "refusing inbound stream: stream limit reached");
             self.queue(Frame::Reset { id, code: 0 });
@@ -252,7 +254,13 @@ impl Connection {
             tracing::trace!(stream = %id, "discarding data for unknown stream");
             return Ok(());
         };
-        if !matches!(entry.state, StreamState::Live { recv: RecvState::Open, .. }) {
+        if !matches!(
+            entry.state,
+            StreamState::Live {
+                recv: RecvState::Open,
+                ..
+            }
+        ) {
             tracing::trace!(stream = %id, "discarding data for a stream that no longer reads");
             return Ok(());
         }
@@ -296,7 +304,11 @@ impl Connection {
         let Some(entry) = self.streams.get_mut(&id) else {
             return;
         };
-        if let StreamState::Live { send, recv: RecvState::Open } = entry.state {
+        if let StreamState::Live {
+            send,
+            recv: RecvState::Open,
+        } = entry.state
+        {
             entry.state = StreamState::Live {
                 send,
                 recv: RecvState::Finished,
@@ -316,7 +328,11 @@ impl Connection {
         let Some(entry) = self.streams.get_mut(&id) else {
             return;
         };
-        if let StreamState::Live { send: SendState::Open, recv } = entry.state {
+        if let StreamState::Live {
+            send: SendState::Open,
+            recv,
+        } = entry.state
+        {
             entry.state = StreamState::Live {
                 send: SendState::Stopped { code },
                 recv,
@@ -375,7 +391,9 @@ impl Connection {
         };
         let recv = match entry.state {
             StreamState::Live { recv, .. } => recv,
-            StreamState::Reset { code, by_peer } => return Err(StreamError::Reset { code, by_peer }),
+            StreamState::Reset { code, by_peer } => {
+                return Err(StreamError::Reset { code, by_peer });
+            }
         };
         if recv == RecvState::Stopped {
             return Ok(ReadOutcome::Eof);
@@ -395,14 +413,22 @@ impl Connection {
                 .config
                 .max_connection_buffer
                 .saturating_sub(self.window_total);
-            entry.recv_window.on_consumed(len, still_buffered, self.config.max_stream_window, budget)
+            entry.recv_window.on_consumed(
+                len,
+                still_buffered,
+                self.config.max_stream_window,
+                budget,
+            )
         } else {
             None
         };
         self.buffered_total -= len;
         if let Some(grant) = grant {
             self.window_total += grant.growth;
-            self.queue(Frame::WindowUpdate { id, credit: grant.credit });
+            self.queue(Frame::WindowUpdate {
+                id,
+                credit: grant.credit,
+            });
         }
         if self.blocking_stream == Some(id) {
             self.unblock_if_drained(id);
@@ -414,17 +440,31 @@ impl Connection {
     pub fn write(&mut self, id: StreamId, buf: &[u8]) -> Result<WriteOutcome, StreamError> {
         let mode = self.mode;
         let split = self.config.split_send_size;
-        let room = self.config.send_buffer_size.saturating_sub(self.outbox_data);
+        let room = self
+            .config
+            .send_buffer_size
+            .saturating_sub(self.outbox_data);
         let entry = self.live_entry(id)?;
         match entry.state {
-            StreamState::Live { send: SendState::Open, .. } => {}
-            StreamState::Live { send: SendState::Closed, .. } => {
+            StreamState::Live {
+                send: SendState::Open,
+                ..
+            } => {}
+            StreamState::Live {
+                send: SendState::Closed,
+                ..
+            } => {
                 return Err(StreamError::WriteClosed);
             }
-            StreamState::Live { send: SendState::Stopped { code }, .. } => {
+            StreamState::Live {
+                send: SendState::Stopped { code },
+                ..
+            } => {
                 return Err(StreamError::Stopped { code });
             }
-            StreamState::Reset { code, by_peer } => return Err(StreamError::Reset { code, by_peer }),
+            StreamState::Reset { code, by_peer } => {
+                return Err(StreamError::Reset { code, by_peer });
+            }
         }
         if buf.is_empty() {
             return Ok(WriteOutcome::Written(0));
@@ -459,7 +499,10 @@ impl Connection {
     pub fn close_write(&mut self, id: StreamId) -> Result<(), StreamError> {
         let entry = self.live_entry(id)?;
         match entry.state {
-            StreamState::Live { send: SendState::Open, recv } => {
+            StreamState::Live {
+                send: SendState::Open,
+                recv,
+            } => {
                 entry.state = StreamState::Live {
                     send: SendState::Closed,
                     recv,
@@ -480,7 +523,9 @@ impl Connection {
         let entry = self.live_entry(id)?;
         let (send, recv) = match entry.state {
             StreamState::Live { send, recv } => (send, recv),
-            StreamState::Reset { code, by_peer } => return Err(StreamError::Reset { code, by_peer }),
+            StreamState::Reset { code, by_peer } => {
+                return Err(StreamError::Reset { code, by_peer });
+            }
         };
         if recv == RecvState::Stopped {
             return Ok(());
@@ -615,7 +660,11 @@ impl Connection {
         self.events.push_back(Event::Readable(id));
         self.events.push_back(Event::Writable(id));
         if !by_peer {
-            let code = if self.mode == Mode::Extension { code } else { 0 };
+            let code = if self.mode == Mode::Extension {
+                code
+            } else {
+                0
+            };
             self.queue(Frame::Reset { id, code });
         }
     }

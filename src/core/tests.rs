@@ -125,7 +125,10 @@ fn write_after_close_write_is_broken_pipe_and_close_write_is_idempotent() {
         assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe);
         // Only one Close went out.
         let frames: Vec<_> = std::iter::from_fn(|| p.a.poll_transmit()).collect();
-        let closes = frames.iter().filter(|f| matches!(f, Frame::Close { .. })).count();
+        let closes = frames
+            .iter()
+            .filter(|f| matches!(f, Frame::Close { .. }))
+            .count();
         assert_eq!(closes, 1);
     }
 }
@@ -158,9 +161,21 @@ fn close_read_answer_is_a_close_frame_from_the_writer() {
     let mut p = Pair::new(Mode::Extension);
     let (_a, b) = p.open();
     p.b.close_read(b, 0).unwrap();
-    assert!(matches!(p.b.poll_transmit(), Some(Frame::CloseRead { code: 0, .. })));
-    p.a.handle_frame(Frame::CloseRead { id: b.as_seen_by_peer(), code: 0 }).unwrap();
-    assert_eq!(p.a.poll_transmit(), Some(Frame::Close { id: b.as_seen_by_peer() }));
+    assert!(matches!(
+        p.b.poll_transmit(),
+        Some(Frame::CloseRead { code: 0, .. })
+    ));
+    p.a.handle_frame(Frame::CloseRead {
+        id: b.as_seen_by_peer(),
+        code: 0,
+    })
+    .unwrap();
+    assert_eq!(
+        p.a.poll_transmit(),
+        Some(Frame::Close {
+            id: b.as_seen_by_peer()
+        })
+    );
 }
 
 #[test]
@@ -298,13 +313,19 @@ fn writer_blocks_at_zero_credit_and_resumes_when_the_reader_reads() {
         }
         p.deliver();
     }
-    assert_eq!(sent, INITIAL_WINDOW, "the writer stops exactly at the initial window");
+    assert_eq!(
+        sent, INITIAL_WINDOW,
+        "the writer stops exactly at the initial window"
+    );
     drain_events(&mut p.a);
     let (data, _) = read_all(&mut p.b, b);
     assert_eq!(data.len() as u64, INITIAL_WINDOW);
     p.deliver();
     assert!(drain_events(&mut p.a).contains(&Event::Writable(a)));
-    assert!(matches!(p.a.write(a, &chunk).unwrap(), WriteOutcome::Written(_)));
+    assert!(matches!(
+        p.a.write(a, &chunk).unwrap(),
+        WriteOutcome::Written(_)
+    ));
 }
 
 #[test]
@@ -313,10 +334,19 @@ fn data_beyond_credit_is_a_protocol_violation() {
     let (_a, b) = p.open();
     let big = bytes::Bytes::from(vec![0u8; INITIAL_WINDOW as usize]);
     p.b.handle_frame(Frame::Data { id: b, data: big }).unwrap();
-    let err = p.b.handle_frame(Frame::Data { id: b, data: bytes::Bytes::from_static(b"x") });
+    let err = p.b.handle_frame(Frame::Data {
+        id: b,
+        data: bytes::Bytes::from_static(b"x"),
+    });
     assert!(matches!(
         err,
-        Err(ConnectionError::ProtocolViolation(ProtocolViolation::CreditExceeded { credit: 0, len: 1, .. }))
+        Err(ConnectionError::ProtocolViolation(
+            ProtocolViolation::CreditExceeded {
+                credit: 0,
+                len: 1,
+                ..
+            }
+        ))
     ));
     // The connection is closed: every stream fails with the cause.
     assert!(p.b.closed().is_some());
@@ -326,7 +356,10 @@ fn data_beyond_credit_is_a_protocol_violation() {
 fn new_stream_for_a_live_id_is_a_protocol_violation() {
     let mut p = Pair::new(Mode::PlainMplex);
     let (_a, b) = p.open();
-    let err = p.b.handle_frame(Frame::NewStream { id: b, name: Default::default() });
+    let err = p.b.handle_frame(Frame::NewStream {
+        id: b,
+        name: Default::default(),
+    });
     assert!(matches!(
         err,
         Err(ConnectionError::ProtocolViolation(ProtocolViolation::NewStreamForLiveId(id))) if id == b
@@ -338,7 +371,11 @@ fn frames_for_unknown_streams_are_discarded() {
     for mode in both_modes() {
         let mut c = Connection::new(mode, Config::default());
         for id in [StreamId::remote(9), StreamId::local(9)] {
-            c.handle_frame(Frame::Data { id, data: bytes::Bytes::from_static(b"x") }).unwrap();
+            c.handle_frame(Frame::Data {
+                id,
+                data: bytes::Bytes::from_static(b"x"),
+            })
+            .unwrap();
             c.handle_frame(Frame::Close { id }).unwrap();
             c.handle_frame(Frame::Reset { id, code: 0 }).unwrap();
         }
@@ -352,10 +389,15 @@ fn frames_for_unknown_streams_are_discarded() {
 fn window_update_overflow_is_a_protocol_violation() {
     let mut p = Pair::new(Mode::Extension);
     let (a, _b) = p.open();
-    let err = p.a.handle_frame(Frame::WindowUpdate { id: a, credit: MAX_CREDIT });
+    let err = p.a.handle_frame(Frame::WindowUpdate {
+        id: a,
+        credit: MAX_CREDIT,
+    });
     assert!(matches!(
         err,
-        Err(ConnectionError::ProtocolViolation(ProtocolViolation::WindowOverflow(_)))
+        Err(ConnectionError::ProtocolViolation(
+            ProtocolViolation::WindowOverflow(_)
+        ))
     ));
 }
 
@@ -364,21 +406,44 @@ fn inbound_streams_beyond_the_limit_are_reset_and_a_persistent_peer_is_cut_off()
     let mut config = Config::default();
     config.set_max_num_streams(2);
     let mut c = Connection::new(Mode::PlainMplex, config);
-    c.handle_frame(Frame::NewStream { id: StreamId::remote(0), name: Default::default() }).unwrap();
-    c.handle_frame(Frame::NewStream { id: StreamId::remote(1), name: Default::default() }).unwrap();
-    c.handle_frame(Frame::NewStream { id: StreamId::remote(2), name: Default::default() }).unwrap();
-    assert_eq!(c.poll_transmit(), Some(Frame::Reset { id: StreamId::remote(2), code: 0 }));
+    c.handle_frame(Frame::NewStream {
+        id: StreamId::remote(0),
+        name: Default::default(),
+    })
+    .unwrap();
+    c.handle_frame(Frame::NewStream {
+        id: StreamId::remote(1),
+        name: Default::default(),
+    })
+    .unwrap();
+    c.handle_frame(Frame::NewStream {
+        id: StreamId::remote(2),
+        name: Default::default(),
+    })
+    .unwrap();
+    assert_eq!(
+        c.poll_transmit(),
+        Some(Frame::Reset {
+            id: StreamId::remote(2),
+            code: 0
+        })
+    );
     assert_eq!(c.num_streams(), 2);
     let mut result = Ok(());
     for num in 3..1000 {
-        result = c.handle_frame(Frame::NewStream { id: StreamId::remote(num), name: Default::default() });
+        result = c.handle_frame(Frame::NewStream {
+            id: StreamId::remote(num),
+            name: Default::default(),
+        });
         if result.is_err() {
             break;
         }
     }
     assert!(matches!(
         result,
-        Err(ConnectionError::ProtocolViolation(ProtocolViolation::TooManyRefusedStreams(_)))
+        Err(ConnectionError::ProtocolViolation(
+            ProtocolViolation::TooManyRefusedStreams(_)
+        ))
     ));
 }
 
@@ -409,9 +474,18 @@ fn plain_mode_reset_stream_behaviour_resets_only_the_overflowing_stream() {
     }
     write_all(&mut p.a, a2, b"fine");
     p.deliver();
-    assert!(matches!(p.b.read(b1, 100), Err(StreamError::Reset { by_peer: false, .. })));
-    assert!(matches!(p.a.write(a1, b"x"), Err(StreamError::Reset { by_peer: true, .. })));
-    assert_eq!(p.b.read(b2, 100).unwrap(), ReadOutcome::Data(bytes::Bytes::from_static(b"fine")));
+    assert!(matches!(
+        p.b.read(b1, 100),
+        Err(StreamError::Reset { by_peer: false, .. })
+    ));
+    assert!(matches!(
+        p.a.write(a1, b"x"),
+        Err(StreamError::Reset { by_peer: true, .. })
+    ));
+    assert_eq!(
+        p.b.read(b2, 100).unwrap(),
+        ReadOutcome::Data(bytes::Bytes::from_static(b"fine"))
+    );
 }
 
 #[test]
@@ -438,7 +512,10 @@ fn reads_after_the_connection_closed_return_buffered_data_first() {
     p.b.close(ConnectionError::Closed);
     let (data, end) = read_all(&mut p.b, b);
     assert_eq!(data, b"before the end");
-    assert!(matches!(end, Err(StreamError::Connection(ConnectionError::Closed))));
+    assert!(matches!(
+        end,
+        Err(StreamError::Connection(ConnectionError::Closed))
+    ));
     assert!(p.b.write(b, b"x").is_err());
 }
 
@@ -455,7 +532,10 @@ fn a_fast_reader_grows_the_window() {
         while let Some(f) = p.a.poll_transmit() {
             let mut buf = BytesMut::new();
             Codec::new(Mode::Extension).encode(f, &mut buf).unwrap();
-            let f = Codec::new(Mode::Extension).decode(&mut buf).unwrap().unwrap();
+            let f = Codec::new(Mode::Extension)
+                .decode(&mut buf)
+                .unwrap()
+                .unwrap();
             p.b.handle_frame(f).unwrap();
         }
         let _ = read_all(&mut p.b, b);
@@ -463,5 +543,8 @@ fn a_fast_reader_grows_the_window() {
     }
     assert!(total > 0);
     let entry = p.b.streams.get(&b).unwrap();
-    assert_eq!(entry.recv_window.size(), Config::default().max_stream_window);
+    assert_eq!(
+        entry.recv_window.size(),
+        Config::default().max_stream_window
+    );
 }

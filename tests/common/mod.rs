@@ -37,7 +37,11 @@ impl<S: Send + 'static> Driven<S> {
 
     /// The error the connection ended with.
     pub async fn ended(&mut self) -> String {
-        self.ended.take().expect("ended once").await.expect("driver reports its end")
+        self.ended
+            .take()
+            .expect("ended once")
+            .await
+            .expect("driver reports its end")
     }
 }
 
@@ -87,7 +91,11 @@ where
         .await;
         let _ = ended_tx.send(error);
     });
-    Driven { open_tx, inbound_rx, ended: Some(ended_rx) }
+    Driven {
+        open_tx,
+        inbound_rx,
+        ended: Some(ended_rx),
+    }
 }
 
 pub type MemorySocket = Compat<tokio::io::DuplexStream>;
@@ -104,19 +112,26 @@ pub fn memory_pair(mode: Mode, config: Config) -> (Muxer<MemorySocket>, Muxer<Me
 pub fn driven_pair(
     mode: Mode,
     config: Config,
-) -> (Driven<libp2p_mplex_halfclose::Stream>, Driven<libp2p_mplex_halfclose::Stream>) {
+) -> (
+    Driven<libp2p_mplex_halfclose::Stream>,
+    Driven<libp2p_mplex_halfclose::Stream>,
+) {
     let (a, b) = memory_pair(mode, config);
     (drive(a), drive(b))
 }
 
 /// Deterministic pseudo-random bytes for transfer checks.
 pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0] ^ seed).collect()
+    (0..len)
+        .map(|i| (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0] ^ seed)
+        .collect()
 }
 
 /// A generous bound so that a hung test fails instead of running forever.
 pub async fn within<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(60), f).await.expect("test did not hang")
+    tokio::time::timeout(Duration::from_secs(60), f)
+        .await
+        .expect("test did not hang")
 }
 
 pub fn both_modes() -> [Mode; 2] {
