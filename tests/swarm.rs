@@ -1,0 +1,177 @@
+//! Real swarms over TCP + noise on 127.0.0.1, built with `SwarmBuilder`, with streams from
+//! `libp2p-stream`: what a rust-libp2p user does.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt, future};
+use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, noise, swarm::SwarmEvent, tcp, yamux};
+
+const ECHO: StreamProtocol = StreamProtocol::new("/echo/1.0.0");
+
+fn swarm_with_ours() -> Swarm<libp2p_stream::Behaviour> {
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            libp2p_mplex_halfclose::Config::default,
+        )
+        .unwrap()
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
+fn swarm_with_tuple() -> Swarm<libp2p_stream::Behaviour> {
+    libp2p::SwarmBuilder::with_new_identity()
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            (
+                libp2p_mplex_halfclose::Config::default,
+                yamux::Config::default,
+            ),
+        )
+        .unwrap()
+        .with_behaviour(|_| libp2p_stream::Behaviour::new())
+        .unwrap()
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build()
+}
+
+/// Starts an echo server swarm (read to EOF, write it back, close) and a client swarm dialing it.
+/// Returns the client's control and the server's peer id.
+async fn echo_pair(
+    mut server: Swarm<libp2p_stream::Behaviour>,
+    mut client: Swarm<libp2p_stream::Behaviour>,
+) -> (libp2p_stream::Control, PeerId) {
+    server
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let addr: Multiaddr = loop {
+        if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
+            break address;
+        }
+    };
+    let server_peer = *server.local_peer_id();
+    let mut incoming = server.behaviour().new_control().accept(ECHO).unwrap();
+    tokio::spawn(async move {
+        loop {
+            server.select_next_some().await;
+        }
+    });
+    tokio::spawn(async move {
+        while let Some((_, mut stream)) = incoming.next().await {
+            tokio::spawn(async move {
+                let mut data = Vec::new();
+                stream.read_to_end(&mut data).await.unwrap();
+                stream.write_all(&data).await.unwrap();
+                stream.close().await.unwrap();
+            });
+        }
+    });
+    client.dial(addr).unwrap();
+    loop {
+        if let SwarmEvent::ConnectionEstablished { .. } = client.select_next_some().await {
+            break;
+        }
+    }
+    let control = client.behaviour().new_control();
+    tokio::spawn(async move {
+        loop {
+            client.select_next_some().await;
+        }
+    });
+    (control, server_peer)
+}
+
+async fn echo(control: &mut libp2p_stream::Control, peer: PeerId, data: Vec<u8>) -> Vec<u8> {
+    let stream = control.open_stream(peer, ECHO).await.unwrap();
+    let (mut r, mut w) = stream.split();
+    let write = async {
+        w.write_all(&data).await.unwrap();
+        // Half-close: the server reads EOF and answers; no length prefix needed.
+        w.close().await.unwrap();
+    };
+    let mut back = Vec::new();
+    let ((), read) = future::join(write, r.read_to_end(&mut back)).await;
+    read.unwrap();
+    back
+}
+
+#[tokio::test]
+async fn request_response_with_close_write_through_swarm_builder() {
+    within(async {
+        let (mut control, peer) = echo_pair(swarm_with_ours(), swarm_with_ours()).await;
+        assert_eq!(echo(&mut control, peer, b"ping".to_vec()).await, b"ping");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn many_concurrent_streams_through_swarm_builder() {
+    within(async {
+        let (control, peer) = echo_pair(swarm_with_ours(), swarm_with_ours()).await;
+        let tasks: Vec<_> = (0..100u8)
+            .map(|i| {
+                let mut control = control.clone();
+                tokio::spawn(async move {
+                    let data = pattern(10_000 + i as usize, i);
+                    assert_eq!(echo(&mut control, peer, data.clone()).await, data);
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_16_mib_transfer_arrives_byte_for_byte() {
+    within(async {
+        let (mut control, peer) = echo_pair(swarm_with_ours(), swarm_with_ours()).await;
+        let data = pattern(16 * 1024 * 1024, 9);
+        assert!(echo(&mut control, peer, data.clone()).await == data);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_tuple_with_yamux_works_in_a_swarm() {
+    within(async {
+        let (mut control, peer) = echo_pair(swarm_with_tuple(), swarm_with_tuple()).await;
+        assert_eq!(echo(&mut control, peer, b"tuple".to_vec()).await, b"tuple");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_node_with_ours_talks_to_a_node_with_only_yamux_through_the_tuple() {
+    within(async {
+        let yamux_only = libp2p::SwarmBuilder::with_new_identity()
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default(),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .unwrap()
+            .with_behaviour(|_| libp2p_stream::Behaviour::new())
+            .unwrap()
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+            .build();
+        let (mut control, peer) = echo_pair(yamux_only, swarm_with_tuple()).await;
+        assert_eq!(
+            echo(&mut control, peer, b"fallback".to_vec()).await,
+            b"fallback"
+        );
+    })
+    .await;
+}
