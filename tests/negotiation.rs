@@ -240,7 +240,7 @@ async fn echo_many(client: Conn, streams: usize, len: usize) {
     for i in 0..streams {
         let client = client.clone();
         tasks.push(tokio::spawn(async move {
-            let mut s = client.open().await;
+            let s = client.open().await;
             let data = pattern(len, i as u8);
             let (mut r, mut w) = s.split();
             let writer = async {

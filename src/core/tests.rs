@@ -306,11 +306,8 @@ fn writer_blocks_at_zero_credit_and_resumes_when_the_reader_reads() {
     let (a, b) = p.open();
     let chunk = vec![7u8; 64 * 1024];
     let mut sent = 0u64;
-    loop {
-        match p.a.write(a, &chunk).unwrap() {
-            WriteOutcome::Written(n) => sent += n as u64,
-            WriteOutcome::Blocked => break,
-        }
+    while let WriteOutcome::Written(n) = p.a.write(a, &chunk).unwrap() {
+        sent += n as u64;
         p.deliver();
     }
     assert_eq!(

@@ -70,10 +70,10 @@ where
                     Poll::Ready(Err(e)) => return Poll::Ready(e.to_string()),
                     Poll::Pending => {}
                 }
-                if pending_open.is_none() {
-                    if let Poll::Ready(Some(req)) = open_rx.poll_next_unpin(cx) {
-                        pending_open = Some(req);
-                    }
+                if pending_open.is_none()
+                    && let Poll::Ready(Some(req)) = open_rx.poll_next_unpin(cx)
+                {
+                    pending_open = Some(req);
                 }
                 if let Some(req) = pending_open.take() {
                     match muxer.poll_outbound_unpin(cx) {
