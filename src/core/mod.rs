@@ -14,7 +14,7 @@ use std::collections::{HashMap, VecDeque};
 use bytes::Bytes;
 
 pub use flow::{INITIAL_WINDOW, MAX_CREDIT};
-use stream::{RecvState, SendState, StreamEntry, StreamState};
+use stream::{RecvState, SendState, StreamEntry};
 
 use crate::{
     config::{Config, MaxBufferBehaviour},
@@ -254,13 +254,7 @@ impl Connection {
             tracing::trace!(stream = %id, "discarding data for unknown stream");
             return Ok(());
         };
-        if !matches!(
-            entry.state,
-            StreamState::Live {
-                recv: RecvState::Open,
-                ..
-            }
-        ) {
+        if entry.recv != RecvState::Open {
             tracing::trace!(stream = %id, "discarding data for a stream that no longer reads");
             return Ok(());
         }
@@ -304,15 +298,8 @@ impl Connection {
         let Some(entry) = self.streams.get_mut(&id) else {
             return;
         };
-        if let StreamState::Live {
-            send,
-            recv: RecvState::Open,
-        } = entry.state
-        {
-            entry.state = StreamState::Live {
-                send,
-                recv: RecvState::Finished,
-            };
+        if entry.recv == RecvState::Open {
+            entry.recv = RecvState::Finished;
             self.events.push_back(Event::Readable(id));
         }
     }
@@ -328,15 +315,8 @@ impl Connection {
         let Some(entry) = self.streams.get_mut(&id) else {
             return;
         };
-        if let StreamState::Live {
-            send: SendState::Open,
-            recv,
-        } = entry.state
-        {
-            entry.state = StreamState::Live {
-                send: SendState::Stopped { code },
-                recv,
-            };
+        if entry.send == SendState::Open {
+            entry.send = SendState::Stopped { code };
             self.events.push_back(Event::Writable(id));
             // Answer with our Close so the peer learns the direction is finished.
             self.queue(Frame::Close { id });
@@ -389,12 +369,10 @@ impl Connection {
         let Some(entry) = self.streams.get_mut(&id) else {
             return Err(self.stale_stream_error());
         };
-        let recv = match entry.state {
-            StreamState::Live { recv, .. } => recv,
-            StreamState::Reset { code, by_peer } => {
-                return Err(StreamError::Reset { code, by_peer });
-            }
-        };
+        let recv = entry.recv;
+        if let RecvState::Reset { code, by_peer } = recv {
+            return Err(StreamError::Reset { code, by_peer });
+        }
         if recv == RecvState::Stopped {
             return Ok(ReadOutcome::Eof);
         }
@@ -445,26 +423,11 @@ impl Connection {
             .send_buffer_size
             .saturating_sub(self.outbox_data);
         let entry = self.live_entry(id)?;
-        match entry.state {
-            StreamState::Live {
-                send: SendState::Open,
-                ..
-            } => {}
-            StreamState::Live {
-                send: SendState::Closed,
-                ..
-            } => {
-                return Err(StreamError::WriteClosed);
-            }
-            StreamState::Live {
-                send: SendState::Stopped { code },
-                ..
-            } => {
-                return Err(StreamError::Stopped { code });
-            }
-            StreamState::Reset { code, by_peer } => {
-                return Err(StreamError::Reset { code, by_peer });
-            }
+        match entry.send {
+            SendState::Open => {}
+            SendState::Closed => return Err(StreamError::WriteClosed),
+            SendState::Stopped { code } => return Err(StreamError::Stopped { code }),
+            SendState::Reset { code, by_peer } => return Err(StreamError::Reset { code, by_peer }),
         }
         if buf.is_empty() {
             return Ok(WriteOutcome::Written(0));
@@ -498,20 +461,14 @@ impl Connection {
     /// Closes our write direction (FIN). Idempotent; fine after the peer stopped reading.
     pub fn close_write(&mut self, id: StreamId) -> Result<(), StreamError> {
         let entry = self.live_entry(id)?;
-        match entry.state {
-            StreamState::Live {
-                send: SendState::Open,
-                recv,
-            } => {
-                entry.state = StreamState::Live {
-                    send: SendState::Closed,
-                    recv,
-                };
+        match entry.send {
+            SendState::Open => {
+                entry.send = SendState::Closed;
                 self.queue(Frame::Close { id });
                 Ok(())
             }
-            StreamState::Live { .. } => Ok(()),
-            StreamState::Reset { code, by_peer } => Err(StreamError::Reset { code, by_peer }),
+            SendState::Closed | SendState::Stopped { .. } => Ok(()),
+            SendState::Reset { code, by_peer } => Err(StreamError::Reset { code, by_peer }),
         }
     }
 
@@ -521,19 +478,13 @@ impl Connection {
     pub fn close_read(&mut self, id: StreamId, code: u64) -> Result<(), StreamError> {
         let mode = self.mode;
         let entry = self.live_entry(id)?;
-        let (send, recv) = match entry.state {
-            StreamState::Live { send, recv } => (send, recv),
-            StreamState::Reset { code, by_peer } => {
-                return Err(StreamError::Reset { code, by_peer });
-            }
-        };
-        if recv == RecvState::Stopped {
-            return Ok(());
+        let recv = entry.recv;
+        match recv {
+            RecvState::Stopped => return Ok(()),
+            RecvState::Reset { code, by_peer } => return Err(StreamError::Reset { code, by_peer }),
+            RecvState::Open | RecvState::Finished => {}
         }
-        entry.state = StreamState::Live {
-            send,
-            recv: RecvState::Stopped,
-        };
+        entry.recv = RecvState::Stopped;
         let freed = entry.discard_buffer() as u64;
         self.buffered_total -= freed;
         if mode == Mode::Extension && recv == RecvState::Open {
@@ -562,9 +513,10 @@ impl Connection {
         if self.closed.is_some() {
             return;
         }
-        let StreamState::Live { send, recv } = entry.state else {
+        if matches!(entry.send, SendState::Reset { .. }) {
             return;
-        };
+        }
+        let (send, recv) = (entry.send, entry.recv);
         let write_open = send == SendState::Open;
         let read_open = match (self.mode, recv) {
             (_, RecvState::Open) => true,
@@ -648,14 +600,18 @@ impl Connection {
         let Some(entry) = self.streams.get_mut(&id) else {
             return;
         };
-        if matches!(entry.state, StreamState::Reset { .. }) {
+        if matches!(entry.send, SendState::Reset { .. }) {
             return;
         }
-        entry.state = StreamState::Reset { code, by_peer };
-        let freed = entry.discard_buffer() as u64;
-        self.buffered_total -= freed;
-        if self.blocking_stream == Some(id) {
-            self.blocking_stream = None;
+        entry.send = SendState::Reset { code, by_peer };
+        // A peer that closed its write side before resetting has sent all its data: keep it.
+        if !(by_peer && entry.recv == RecvState::Finished) {
+            entry.recv = RecvState::Reset { code, by_peer };
+            let freed = entry.discard_buffer() as u64;
+            self.buffered_total -= freed;
+            if self.blocking_stream == Some(id) {
+                self.blocking_stream = None;
+            }
         }
         self.events.push_back(Event::Readable(id));
         self.events.push_back(Event::Writable(id));

@@ -15,6 +15,8 @@ pub(crate) enum SendState {
     Closed,
     /// The peer sent CloseRead; we answered with Close. Writes fail with the peer's code.
     Stopped { code: u64 },
+    /// The stream was reset; writes fail with `ConnectionReset`.
+    Reset { code: u64, by_peer: bool },
 }
 
 /// Our receiving direction.
@@ -22,23 +24,20 @@ pub(crate) enum SendState {
 pub(crate) enum RecvState {
     /// The peer may still send.
     Open,
-    /// The peer sent Close; buffered data is still readable, then EOF.
+    /// The peer sent Close; buffered data is still readable, then EOF. A Reset from the peer
+    /// after its Close leaves this direction as it is: its data is complete.
     Finished,
     /// We called `close_read`: buffered data was dropped, arriving data is discarded, reads give EOF.
     Stopped,
-}
-
-/// A stream's life: both directions independently, or reset as a whole.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StreamState {
-    Live { send: SendState, recv: RecvState },
+    /// The stream was reset; buffered data was dropped and reads fail with `ConnectionReset`.
     Reset { code: u64, by_peer: bool },
 }
 
 /// Everything the core keeps for one stream.
 #[derive(Debug)]
 pub(crate) struct StreamEntry {
-    pub(crate) state: StreamState,
+    pub(crate) send: SendState,
+    pub(crate) recv: RecvState,
     /// Received, unread data, in order.
     pub(crate) recv_buf: VecDeque<Bytes>,
     /// Total bytes in `recv_buf`.
@@ -54,10 +53,8 @@ pub(crate) struct StreamEntry {
 impl StreamEntry {
     pub(crate) fn new() -> Self {
         Self {
-            state: StreamState::Live {
-                send: SendState::Open,
-                recv: RecvState::Open,
-            },
+            send: SendState::Open,
+            recv: RecvState::Open,
             recv_buf: VecDeque::new(),
             buffered: 0,
             recv_window: RecvWindow::new(),

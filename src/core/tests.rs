@@ -545,3 +545,38 @@ fn a_fast_reader_grows_the_window() {
         Config::default().max_stream_window
     );
 }
+
+#[test]
+fn data_written_before_close_write_survives_the_plain_mode_drop_reset() {
+    // Plain mplex: write, close writing, drop without reading. The drop sends Reset after the
+    // Close; the receiver still reads every byte, then EOF.
+    let mut p = Pair::new(Mode::PlainMplex);
+    let (a, b) = p.open();
+    write_all(&mut p.a, a, b"every byte");
+    p.a.close_write(a).unwrap();
+    p.a.drop_stream(a);
+    p.deliver();
+    let (data, end) = read_all(&mut p.b, b);
+    assert_eq!(data, b"every byte");
+    assert!(matches!(end, Ok(ReadOutcome::Eof)));
+    // Our write side is reset, though: nobody reads there any more.
+    assert!(matches!(
+        p.b.write(b, b"x"),
+        Err(StreamError::Reset { by_peer: true, .. })
+    ));
+}
+
+#[test]
+fn a_local_reset_discards_even_complete_data() {
+    let mut p = Pair::new(Mode::Extension);
+    let (a, b) = p.open();
+    write_all(&mut p.a, a, b"unread");
+    p.a.close_write(a).unwrap();
+    p.deliver();
+    p.b.reset(b, 0).unwrap();
+    assert!(matches!(
+        p.b.read(b, 100),
+        Err(StreamError::Reset { by_peer: false, .. })
+    ));
+    assert_eq!(p.b.buffered_bytes(), 0);
+}

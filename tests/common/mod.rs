@@ -46,7 +46,53 @@ impl<S: Send + 'static> Driven<S> {
 }
 
 /// Spawns a task that polls `muxer` until the connection ends.
-pub fn drive<M>(mut muxer: M) -> Driven<M::Substream>
+pub fn drive<M>(muxer: M) -> Driven<M::Substream>
+where
+    M: StreamMuxer + Unpin + Send + 'static,
+    M::Substream: Send + 'static,
+    M::Error: std::fmt::Display,
+{
+    drive_with(muxer, |_| {})
+}
+
+/// What a test can watch of a driven muxer of ours.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub buffered: u64,
+    pub max_buffered: u64,
+    pub streams: usize,
+}
+
+/// Drives one of our muxers and publishes its buffered bytes after every poll.
+pub fn drive_observed(
+    muxer: Muxer<MemorySocket>,
+) -> (
+    Driven<libp2p_mplex_halfclose::Stream>,
+    tokio::sync::watch::Receiver<Observed>,
+) {
+    let (tx, rx) = tokio::sync::watch::channel(Observed::default());
+    let driven = drive_with(muxer, move |m: &Muxer<MemorySocket>| {
+        let buffered = m.buffered_bytes();
+        let streams = m.num_streams();
+        tx.send_if_modified(|o| {
+            let new = Observed {
+                buffered,
+                max_buffered: o.max_buffered.max(buffered),
+                streams,
+            };
+            let changed = new != *o;
+            *o = new;
+            changed
+        });
+    });
+    (driven, rx)
+}
+
+/// Spawns a task that polls `muxer` until the connection ends, calling `observe` after each poll.
+pub fn drive_with<M>(
+    mut muxer: M,
+    mut observe: impl FnMut(&M) + Send + 'static,
+) -> Driven<M::Substream>
 where
     M: StreamMuxer + Unpin + Send + 'static,
     M::Substream: Send + 'static,
@@ -58,35 +104,9 @@ where
     tokio::spawn(async move {
         let mut pending_open = None;
         let error = poll_fn(|cx: &mut Context<'_>| {
-            loop {
-                if let Poll::Ready(Err(e)) = muxer.poll_unpin(cx) {
-                    return Poll::Ready(e.to_string());
-                }
-                match muxer.poll_inbound_unpin(cx) {
-                    Poll::Ready(Ok(s)) => {
-                        let _ = inbound_tx.unbounded_send(s);
-                        continue;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(e.to_string()),
-                    Poll::Pending => {}
-                }
-                if pending_open.is_none()
-                    && let Poll::Ready(Some(req)) = open_rx.poll_next_unpin(cx)
-                {
-                    pending_open = Some(req);
-                }
-                if let Some(req) = pending_open.take() {
-                    match muxer.poll_outbound_unpin(cx) {
-                        Poll::Ready(Ok(s)) => {
-                            let _ = req.send(s);
-                            continue;
-                        }
-                        Poll::Ready(Err(e)) => return Poll::Ready(e.to_string()),
-                        Poll::Pending => pending_open = Some(req),
-                    }
-                }
-                return Poll::Pending;
-            }
+            let result = poll_once(&mut muxer, cx, &mut pending_open, &mut open_rx, &inbound_tx);
+            observe(&muxer);
+            result
         })
         .await;
         let _ = ended_tx.send(error);
@@ -95,6 +115,50 @@ where
         open_tx,
         inbound_rx,
         ended: Some(ended_rx),
+    }
+}
+
+type OpenRequest<S> = oneshot::Sender<S>;
+
+fn poll_once<M>(
+    muxer: &mut M,
+    cx: &mut Context<'_>,
+    pending_open: &mut Option<OpenRequest<M::Substream>>,
+    open_rx: &mut mpsc::UnboundedReceiver<OpenRequest<M::Substream>>,
+    inbound_tx: &mpsc::UnboundedSender<M::Substream>,
+) -> Poll<String>
+where
+    M: StreamMuxer + Unpin,
+    M::Error: std::fmt::Display,
+{
+    loop {
+        if let Poll::Ready(Err(e)) = muxer.poll_unpin(cx) {
+            return Poll::Ready(e.to_string());
+        }
+        match muxer.poll_inbound_unpin(cx) {
+            Poll::Ready(Ok(s)) => {
+                let _ = inbound_tx.unbounded_send(s);
+                continue;
+            }
+            Poll::Ready(Err(e)) => return Poll::Ready(e.to_string()),
+            Poll::Pending => {}
+        }
+        if pending_open.is_none()
+            && let Poll::Ready(Some(req)) = open_rx.poll_next_unpin(cx)
+        {
+            *pending_open = Some(req);
+        }
+        if let Some(req) = pending_open.take() {
+            match muxer.poll_outbound_unpin(cx) {
+                Poll::Ready(Ok(s)) => {
+                    let _ = req.send(s);
+                    continue;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(e.to_string()),
+                Poll::Pending => *pending_open = Some(req),
+            }
+        }
+        return Poll::Pending;
     }
 }
 

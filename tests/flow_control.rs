@@ -1,0 +1,142 @@
+//! Memory stays within the configured bounds while a peer writes as fast as it can to a reader
+//! that does not read, in both modes.
+
+mod common;
+
+use std::io::ErrorKind;
+
+use common::*;
+use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p_mplex_halfclose::{Config, MaxBufferBehaviour, Mode, core::INITIAL_WINDOW};
+
+#[tokio::test]
+async fn extension_mode_buffers_at_most_the_window_for_a_reader_that_never_reads() {
+    within(async {
+        let (a, b) = memory_pair(Mode::Extension, Config::default());
+        let a = drive(a);
+        let (mut b, mut observed) = drive_observed(b);
+        let mut writer = a.open().await;
+        let flat_out = tokio::spawn(async move {
+            let chunk = vec![1u8; 64 * 1024];
+            loop {
+                writer.write_all(&chunk).await.unwrap();
+            }
+        });
+        let _never_read = b.accept().await;
+        observed
+            .wait_for(|o| o.buffered == INITIAL_WINDOW)
+            .await
+            .unwrap();
+        // A round trip on another stream: everything the writer sent before it has been handled.
+        let mut ping = a.open().await;
+        ping.write_all(b"ping").await.unwrap();
+        ping.close().await.unwrap();
+        let mut pong = b.accept().await;
+        let mut got = Vec::new();
+        pong.read_to_end(&mut got).await.unwrap();
+        pong.write_all(b"pong").await.unwrap();
+        pong.close().await.unwrap();
+        let mut back = Vec::new();
+        ping.read_to_end(&mut back).await.unwrap();
+        assert_eq!(
+            (got.as_slice(), back.as_slice()),
+            (&b"ping"[..], &b"pong"[..])
+        );
+        // The window of the unread stream, plus the 4 bytes of "ping" before they were read.
+        assert!(
+            observed.borrow().max_buffered <= INITIAL_WINDOW + 4,
+            "{:?}",
+            *observed.borrow()
+        );
+        assert!(observed.borrow().buffered >= INITIAL_WINDOW);
+        assert!(!flat_out.is_finished(), "the writer waits for credit");
+        flat_out.abort();
+    })
+    .await;
+}
+
+fn plain_config(behaviour: MaxBufferBehaviour) -> Config {
+    let mut config = Config::default();
+    config
+        .set_max_buffer_size(4)
+        .set_split_send_size(16 * 1024)
+        .set_max_buffer_behaviour(behaviour);
+    config
+}
+
+/// The most a plain-mplex stream buffers: one frame over the limit of 4.
+const PLAIN_BOUND: u64 = 5 * 16 * 1024;
+
+#[tokio::test]
+async fn plain_mode_block_stops_reading_at_the_buffer_limit_and_loses_nothing() {
+    within(async {
+        let (a, b) = memory_pair(Mode::PlainMplex, plain_config(MaxBufferBehaviour::Block));
+        let a = drive(a);
+        let (mut b, mut observed) = drive_observed(b);
+        let data = pattern(4 * 1024 * 1024, 3);
+        let expected = data.clone();
+        let mut writer = a.open().await;
+        let flat_out = tokio::spawn(async move {
+            writer.write_all(&data).await.unwrap();
+            writer.close().await.unwrap();
+        });
+        let mut reader = b.accept().await;
+        observed
+            .wait_for(|o| o.buffered > 4 * 16 * 1024)
+            .await
+            .unwrap();
+        assert!(
+            !flat_out.is_finished(),
+            "4 MiB cannot fit while reading is paused"
+        );
+        let mut got = Vec::new();
+        reader.read_to_end(&mut got).await.unwrap();
+        assert!(got == expected, "every byte arrives, in order");
+        flat_out.await.unwrap();
+        assert!(
+            observed.borrow().max_buffered <= PLAIN_BOUND,
+            "{:?}",
+            *observed.borrow()
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn plain_mode_reset_stream_resets_the_overflowing_stream_within_the_bound() {
+    within(async {
+        let (a, b) = memory_pair(
+            Mode::PlainMplex,
+            plain_config(MaxBufferBehaviour::ResetStream),
+        );
+        let a = drive(a);
+        let (mut b, observed) = drive_observed(b);
+        let mut writer = a.open().await;
+        let flat_out = tokio::spawn(async move {
+            let chunk = vec![2u8; 16 * 1024];
+            loop {
+                if let Err(e) = writer.write_all(&chunk).await {
+                    return e;
+                }
+            }
+        });
+        let mut reader = b.accept().await;
+        let err = flat_out.await.unwrap();
+        assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+        assert_eq!(
+            reader.read(&mut [0u8; 1]).await.unwrap_err().kind(),
+            ErrorKind::ConnectionReset
+        );
+        assert!(
+            observed.borrow().max_buffered <= PLAIN_BOUND,
+            "{:?}",
+            *observed.borrow()
+        );
+        assert_eq!(
+            observed.borrow().buffered,
+            0,
+            "a reset stream's buffer is freed"
+        );
+    })
+    .await;
+}
