@@ -268,8 +268,6 @@ where
                 Poll::Ready(Err(e)) => return Err(e.into()),
                 Poll::Pending => {}
             }
-        } else if progress {
-            self.shared.lock().on_flushed();
         }
         Ok(progress)
     }
@@ -380,21 +378,19 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::Substream, Self::Error>> {
         let this = self.get_mut();
-        if let Poll::Ready(e) = this.poll_drive(cx) {
+        let failed = this.poll_drive(cx);
+        let mut shared = this.shared.lock();
+        // Streams that arrived before the connection ended are still handed out.
+        if let Some(id) = shared.core.accept() {
+            drop(shared);
+            tracing::debug!(stream = %id, "inbound stream");
+            return Poll::Ready(Ok(this.new_stream(id)));
+        }
+        if let Poll::Ready(e) = failed {
             return Poll::Ready(Err(e));
         }
-        let mut shared = this.shared.lock();
-        match shared.core.accept() {
-            Some(id) => {
-                drop(shared);
-                tracing::debug!(stream = %id, "inbound stream");
-                Poll::Ready(Ok(this.new_stream(id)))
-            }
-            None => {
-                store(&mut shared.inbound, cx.waker());
-                Poll::Pending
-            }
-        }
+        store(&mut shared.inbound, cx.waker());
+        Poll::Pending
     }
 
     fn poll_outbound(

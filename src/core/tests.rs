@@ -6,6 +6,7 @@ use bytes::BytesMut;
 
 use super::*;
 use crate::{Codec, error::StreamError};
+use crate::{config::MaxBufferBehaviour, error::ProtocolViolation};
 
 /// Two cores wired back to back. `a` is the dialer by convention (it opens streams).
 struct Pair {

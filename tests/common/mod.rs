@@ -132,9 +132,7 @@ where
     M::Error: std::fmt::Display,
 {
     loop {
-        if let Poll::Ready(Err(e)) = muxer.poll_unpin(cx) {
-            return Poll::Ready(e.to_string());
-        }
+        // Inbound first: streams that arrived before the connection ended are still handed out.
         match muxer.poll_inbound_unpin(cx) {
             Poll::Ready(Ok(s)) => {
                 let _ = inbound_tx.unbounded_send(s);
@@ -142,6 +140,9 @@ where
             }
             Poll::Ready(Err(e)) => return Poll::Ready(e.to_string()),
             Poll::Pending => {}
+        }
+        if let Poll::Ready(Err(e)) = muxer.poll_unpin(cx) {
+            return Poll::Ready(e.to_string());
         }
         if pending_open.is_none()
             && let Poll::Ready(Some(req)) = open_rx.poll_next_unpin(cx)

@@ -1,0 +1,165 @@
+//! Frames from the peer: what each one does to the connection and its streams.
+
+use bytes::Bytes;
+
+use super::{
+    Connection, Event, MAX_CREDIT, MIN_REFUSED_STREAMS_LIMIT,
+    stream::{RecvState, SendState},
+};
+use crate::{
+    config::MaxBufferBehaviour,
+    error::{ConnectionError, ProtocolViolation},
+    frame::{Frame, Mode, StreamId},
+};
+
+impl Connection {
+    /// Processes one frame from the peer. A protocol violation closes the connection and is
+    /// returned; frames for unknown or finished streams are discarded.
+    pub fn handle_frame(&mut self, frame: Frame) -> Result<(), ConnectionError> {
+        if let Some(e) = &self.closed {
+            return Err(e.clone());
+        }
+        let result = match frame {
+            Frame::NewStream { id, .. } => self.on_new_stream(id),
+            Frame::Data { id, data } => self.on_data(id, data),
+            Frame::Close { id } => {
+                self.on_close(id);
+                Ok(())
+            }
+            Frame::Reset { id, code } => {
+                self.on_reset(id, code);
+                Ok(())
+            }
+            Frame::CloseRead { id, code } => {
+                self.on_close_read(id, code);
+                Ok(())
+            }
+            Frame::WindowUpdate { id, credit } => self.on_window_update(id, credit),
+            Frame::UnknownExtension { id, op } => {
+                tracing::debug!(stream = %id, op, "ignoring unknown extension op");
+                Ok(())
+            }
+        };
+        if let Err(violation) = result {
+            tracing::debug!(%violation, "peer violated the protocol");
+            let error = ConnectionError::ProtocolViolation(violation);
+            self.close(error.clone());
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    fn on_new_stream(&mut self, id: StreamId) -> Result<(), ProtocolViolation> {
+        if self.streams.contains_key(&id) {
+            return Err(ProtocolViolation::NewStreamForLiveId(id));
+        }
+        if self.streams.len() >= self.config.max_num_streams {
+            self.refused_in_a_row += 1;
+            let limit = MIN_REFUSED_STREAMS_LIMIT.max(self.config.max_num_streams as u64);
+            if self.refused_in_a_row > limit {
+                return Err(ProtocolViolation::TooManyRefusedStreams(
+                    self.refused_in_a_row,
+                ));
+            }
+            tracing::debug!(stream = %id, "refusing inbound stream: stream limit reached");
+            self.queue(Frame::Reset { id, code: 0 });
+            return Ok(());
+        }
+        self.refused_in_a_row = 0;
+        self.insert_stream(id);
+        self.inbound.push_back(id);
+        self.events.push_back(Event::InboundReady);
+        Ok(())
+    }
+
+    fn on_data(&mut self, id: StreamId, data: Bytes) -> Result<(), ProtocolViolation> {
+        let mode = self.mode;
+        let Some(entry) = self.streams.get_mut(&id) else {
+            tracing::trace!(stream = %id, "discarding data for unknown stream");
+            return Ok(());
+        };
+        if entry.recv != RecvState::Open {
+            tracing::trace!(stream = %id, "discarding data for a stream that no longer reads");
+            return Ok(());
+        }
+        let len = data.len() as u64;
+        if mode == Mode::Extension {
+            entry
+                .recv_window
+                .on_data(len)
+                .map_err(|credit| ProtocolViolation::CreditExceeded {
+                    stream: id,
+                    credit,
+                    len,
+                })?;
+        }
+        if data.is_empty() {
+            return Ok(());
+        }
+        entry.push(data);
+        self.buffered_total += len;
+        self.events.push_back(Event::Readable(id));
+        if mode == Mode::PlainMplex {
+            let over_stream = entry.recv_buf.len() > self.config.max_buffer_len;
+            let over_connection = self.buffered_total > self.config.max_connection_buffer;
+            if over_stream || over_connection {
+                match self.config.max_buffer_behaviour {
+                    MaxBufferBehaviour::ResetStream => {
+                        tracing::debug!(stream = %id, "receive buffer full: resetting stream");
+                        self.reset_stream(id, 0, false);
+                    }
+                    MaxBufferBehaviour::Block => {
+                        tracing::debug!(stream = %id, "receive buffer full: pausing reads");
+                        self.blocking_stream = Some(id);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn on_close(&mut self, id: StreamId) {
+        let Some(entry) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if entry.recv == RecvState::Open {
+            entry.recv = RecvState::Finished;
+            self.events.push_back(Event::Readable(id));
+        }
+    }
+
+    fn on_reset(&mut self, id: StreamId, code: u64) {
+        if self.streams.contains_key(&id) {
+            tracing::debug!(stream = %id, code, "stream reset by peer");
+            self.reset_stream(id, code, true);
+        }
+    }
+
+    fn on_close_read(&mut self, id: StreamId, code: u64) {
+        let Some(entry) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if entry.send == SendState::Open {
+            entry.send = SendState::Stopped { code };
+            self.events.push_back(Event::Writable(id));
+            // Answer with our Close so the peer learns the direction is finished.
+            self.queue(Frame::Close { id });
+        }
+    }
+
+    fn on_window_update(&mut self, id: StreamId, credit: u64) -> Result<(), ProtocolViolation> {
+        let Some(entry) = self.streams.get_mut(&id) else {
+            return Ok(());
+        };
+        let total = entry.send_credit.saturating_add(credit);
+        if total > MAX_CREDIT {
+            return Err(ProtocolViolation::WindowOverflow(id));
+        }
+        let was_blocked = entry.send_credit == 0;
+        entry.send_credit = total;
+        if was_blocked {
+            self.events.push_back(Event::Writable(id));
+        }
+        Ok(())
+    }
+}

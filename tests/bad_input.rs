@@ -1,0 +1,225 @@
+//! Bad input from the peer ends the connection with a protocol violation naming the cause,
+//! without panicking; frames for unknown streams are discarded. The peer here is raw bytes.
+
+mod common;
+
+use std::io::ErrorKind;
+
+use common::*;
+use futures::{AsyncReadExt, future::poll_fn};
+use libp2p_core::muxing::StreamMuxerExt;
+use libp2p_mplex_halfclose::{Config, ConnectionError, Mode, Muxer, ProtocolViolation};
+use tokio::io::AsyncWriteExt;
+use tokio_util::compat::TokioAsyncReadCompatExt;
+
+fn varint(v: u64) -> Vec<u8> {
+    unsigned_varint::encode::u64(v, &mut unsigned_varint::encode::u64_buffer()).to_vec()
+}
+
+/// A frame as the peer (the initiator of its streams) writes it.
+fn frame(num: u64, flag: u64, body: &[u8]) -> Vec<u8> {
+    let mut out = varint(num << 3 | flag);
+    out.extend(varint(body.len() as u64));
+    out.extend_from_slice(body);
+    out
+}
+
+/// Feeds `bytes` to one of our muxers and returns the error its `poll` ends with.
+async fn feed(mode: Mode, bytes: Vec<u8>) -> ConnectionError {
+    let (ours, mut raw) = tokio::io::duplex(4 * 1024 * 1024);
+    let mut muxer = Muxer::new(ours.compat(), Config::default(), mode);
+    let writer = tokio::spawn(async move {
+        let _ = raw.write_all(&bytes).await;
+        raw // keep the pipe open: the error must come from the bytes, not from EOF
+    });
+    let error = within(poll_fn(|cx| muxer.poll_unpin(cx)))
+        .await
+        .unwrap_err();
+    drop(writer);
+    error
+}
+
+fn violation(e: ConnectionError) -> ProtocolViolation {
+    match e {
+        ConnectionError::ProtocolViolation(v) => v,
+        other => panic!("expected a protocol violation, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_varint_longer_than_ten_bytes_ends_the_connection() {
+    for mode in both_modes() {
+        let e = violation(feed(mode, vec![0xff; 11]).await);
+        assert_eq!(e, ProtocolViolation::VarintOverflow);
+    }
+}
+
+#[tokio::test]
+async fn a_length_of_100_mib_ends_the_connection_before_the_body() {
+    for mode in both_modes() {
+        let mut bytes = varint(2); // stream 0, MessageInitiator
+        bytes.extend(varint(100 << 20));
+        let e = violation(feed(mode, bytes).await);
+        assert_eq!(e, ProtocolViolation::FrameTooLarge { len: 100 << 20 });
+    }
+}
+
+#[tokio::test]
+async fn flag_seven_on_plain_mplex_ends_the_connection() {
+    let e = violation(feed(Mode::PlainMplex, frame(0, 7, &[2, 5])).await);
+    assert_eq!(e, ProtocolViolation::ExtensionFrameInPlainMode);
+}
+
+#[tokio::test]
+async fn new_stream_for_a_live_id_ends_the_connection() {
+    for mode in both_modes() {
+        let bytes = [frame(3, 0, b"3"), frame(3, 0, b"3")].concat();
+        let e = violation(feed(mode, bytes).await);
+        assert!(
+            matches!(e, ProtocolViolation::NewStreamForLiveId(id) if id.num() == 3),
+            "{e:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn data_beyond_the_granted_credit_ends_the_connection() {
+    let body = vec![0u8; 256 * 1024 + 1];
+    let bytes = [frame(0, 0, b"0"), frame(0, 2, &body)].concat();
+    let e = violation(feed(Mode::Extension, bytes).await);
+    assert!(
+        matches!(
+            e,
+            ProtocolViolation::CreditExceeded {
+                credit: 262_144,
+                len: 262_145,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_window_update_that_overflows_ends_the_connection() {
+    // WindowUpdate from the initiator: op 1 << 1 | 1 = 3, credit 2^32.
+    let mut body = vec![3];
+    body.extend(varint(1 << 32));
+    let bytes = [frame(0, 0, b"0"), frame(0, 7, &body)].concat();
+    let e = violation(feed(Mode::Extension, bytes).await);
+    assert!(matches!(e, ProtocolViolation::WindowOverflow(_)), "{e:?}");
+}
+
+#[tokio::test]
+async fn a_flood_of_refused_streams_cuts_the_peer_off() {
+    let mut bytes = Vec::new();
+    for num in 0..100_000u64 {
+        bytes.extend(frame(num, 0, b""));
+    }
+    let e = violation(feed(Mode::PlainMplex, bytes).await);
+    assert!(
+        matches!(e, ProtocolViolation::TooManyRefusedStreams(_)),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn frames_for_streams_never_opened_are_discarded() {
+    for mode in both_modes() {
+        let (ours, mut raw) = tokio::io::duplex(64 * 1024);
+        let mut muxer = Muxer::new(ours.compat(), Config::default(), mode);
+        // Data, Close and Reset for ids never opened, by either side; then a real stream.
+        let mut bytes = Vec::new();
+        for flag in 1..=6 {
+            bytes.extend(frame(42, flag, if flag <= 2 { b"junk" } else { b"" }));
+        }
+        bytes.extend(frame(0, 0, b"0"));
+        bytes.extend(frame(0, 2, b"real"));
+        bytes.extend(frame(0, 4, b""));
+        raw.write_all(&bytes).await.unwrap();
+        let mut stream = within(poll_fn(|cx| muxer.poll_inbound_unpin(cx)))
+            .await
+            .unwrap();
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            stream.read_to_end(&mut got).await.map(|_| got)
+        });
+        let drive = poll_fn(|cx| muxer.poll_unpin(cx));
+        tokio::select! {
+            got = reader => assert_eq!(got.unwrap().unwrap(), b"real"),
+            e = drive => panic!("connection failed: {e:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_violation_fails_open_streams_with_invalid_data() {
+    let (ours, mut raw) = tokio::io::duplex(64 * 1024);
+    let muxer = Muxer::new(ours.compat(), Config::default(), Mode::PlainMplex);
+    let mut driven = drive(muxer);
+    raw.write_all(&frame(0, 0, b"0")).await.unwrap();
+    let mut stream = driven.accept().await;
+    raw.write_all(&frame(1, 7, b"")).await.unwrap();
+    let err = within(stream.read(&mut [0u8; 8])).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidData);
+    assert!(driven.ended().await.contains("extension frame"));
+}
+
+#[tokio::test]
+async fn the_transport_dying_fails_every_stream_promptly() {
+    let (ours, mut raw) = tokio::io::duplex(64 * 1024);
+    let mut driven = drive(Muxer::new(
+        ours.compat(),
+        Config::default(),
+        Mode::Extension,
+    ));
+    raw.write_all(&[frame(0, 0, b"0"), frame(1, 0, b"1")].concat())
+        .await
+        .unwrap();
+    let mut a = driven.accept().await;
+    let mut b = driven.accept().await;
+    drop(raw);
+    for s in [&mut a, &mut b] {
+        let err = within(s.read(&mut [0u8; 8])).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionAborted, "{err}");
+    }
+}
+
+#[tokio::test]
+async fn dropping_the_muxer_ends_live_streams_with_an_error() {
+    let (ours, mut raw) = tokio::io::duplex(64 * 1024);
+    let mut muxer = Muxer::new(ours.compat(), Config::default(), Mode::Extension);
+    raw.write_all(&frame(0, 0, b"0")).await.unwrap();
+    let mut stream = within(poll_fn(|cx| muxer.poll_inbound_unpin(cx)))
+        .await
+        .unwrap();
+    let mut buf = [0u8; 8];
+    let mut read = stream.read(&mut buf);
+    assert!(
+        futures::poll!(&mut read).is_pending(),
+        "nothing to read yet: the reader waits"
+    );
+    drop(muxer);
+    let err = within(read).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConnectionAborted);
+}
+
+#[tokio::test]
+async fn poll_close_flushes_what_was_queued_and_closes_the_socket() {
+    let (a, b) = memory_pair(Mode::Extension, Config::default());
+    let (mut a, b) = (a, drive(b));
+    let mut b = b;
+    let mut s = within(poll_fn(|cx| a.poll_outbound_unpin(cx)))
+        .await
+        .unwrap();
+    futures::AsyncWriteExt::write_all(&mut s, b"queued before close")
+        .await
+        .unwrap();
+    within(poll_fn(|cx| a.poll_close_unpin(cx))).await.unwrap();
+    let mut peer = b.accept().await;
+    let mut got = vec![0u8; 19];
+    peer.read_exact(&mut got).await.unwrap();
+    assert_eq!(got, b"queued before close");
+    // The socket is closed: the peer's connection ends.
+    assert!(b.ended().await.contains("closed"));
+}
