@@ -160,8 +160,7 @@ impl Decoder for Codec {
         let len = len as usize;
         let frame_len = header_len + len_len + len;
         if src.len() < frame_len {
-            // The length is checked above, so this reserves at most 1 MiB.
-            src.reserve(frame_len - src.len());
+            // Nothing is reserved for the claimed length: the caller reads more as it comes.
             return Ok(None);
         }
         src.advance(header_len + len_len);

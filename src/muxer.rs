@@ -26,6 +26,10 @@ use crate::{
 
 /// How many bytes one read from the socket asks for.
 const READ_CHUNK: usize = 64 * 1024;
+/// The size of a fresh read buffer. Received Data frames are split off it without copying and
+/// keep their part of it alive until the application has read them; a new block is taken only
+/// when the current one is full and still shared.
+const READ_BLOCK: usize = 256 * 1024;
 /// How many encoded bytes are gathered before they are written to the socket.
 const WRITE_BATCH: usize = 256 * 1024;
 /// How many rounds of reading and writing one `poll` does before it yields to other tasks.
@@ -290,6 +294,18 @@ where
         Ok((handled, false))
     }
 
+    /// Makes room for one read: reuses the read block once every frame taken from it has been
+    /// released, else moves the partial frame at its end into a fresh block.
+    fn prepare_read_space(&mut self) {
+        let spare = self.read_buf.capacity() - self.read_buf.len();
+        if spare >= READ_CHUNK || self.read_buf.try_reclaim(READ_CHUNK) {
+            return;
+        }
+        let mut fresh = BytesMut::with_capacity(READ_BLOCK.max(self.read_buf.len() + READ_CHUNK));
+        fresh.extend_from_slice(&self.read_buf);
+        self.read_buf = fresh;
+    }
+
     /// Handles buffered frames, then reads once from the socket; true if anything moved.
     fn poll_read_in(&mut self, cx: &mut Context<'_>) -> Result<bool, ConnectionError> {
         let (handled, wants_more) = self.handle_buffered_frames()?;
@@ -304,6 +320,7 @@ where
                 ProtocolViolation::TruncatedFrame.into()
             });
         }
+        self.prepare_read_space();
         let start = self.read_buf.len();
         self.read_buf.resize(start + READ_CHUNK, 0);
         let read = Pin::new(&mut self.socket).poll_read(cx, &mut self.read_buf[start..]);

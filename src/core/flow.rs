@@ -21,6 +21,10 @@ pub(crate) struct RecvWindow {
     size: u64,
     /// Bytes the application has consumed that have not been granted back yet.
     consumed: u64,
+    /// Since the last grant, data arrived that left the sender with a quarter window or less.
+    sender_ran_low: bool,
+    /// Since the last grant, the reader found the buffer empty and had to wait for data.
+    reader_waited: bool,
 }
 
 /// A decision of [`RecvWindow::on_consumed`]: how much credit to send, and by how much the
@@ -38,6 +42,8 @@ impl RecvWindow {
             remaining: INITIAL_WINDOW,
             size: INITIAL_WINDOW,
             consumed: 0,
+            sender_ran_low: false,
+            reader_waited: false,
         }
     }
 
@@ -51,35 +57,39 @@ impl RecvWindow {
         match self.remaining.checked_sub(len) {
             Some(rest) => {
                 self.remaining = rest;
+                self.sender_ran_low |= rest <= self.size / 4;
                 Ok(())
             }
             None => Err(self.remaining),
         }
     }
 
-    /// The application consumed `len` bytes; `still_buffered` bytes are left unread.
+    /// The reader found nothing to read: it waits for the sender.
+    pub(crate) fn on_reader_blocked(&mut self) {
+        self.reader_waited = true;
+    }
+
+    /// The application consumed `len` bytes.
     ///
-    /// Grants credit once half a window has been consumed. If the reader has drained everything
-    /// (it is faster than the sender's credit lets the link be), the window doubles, bounded by
-    /// `max_size` and by `budget`, the growth the connection can still afford.
-    pub(crate) fn on_consumed(
-        &mut self,
-        len: u64,
-        still_buffered: u64,
-        max_size: u64,
-        budget: u64,
-    ) -> Option<Grant> {
+    /// Grants credit once half a window has been consumed. The window doubles, bounded by
+    /// `max_size` and by `budget` (the growth the connection can still afford), when it is what
+    /// limits the stream: since the last grant the sender ran low on credit *and* the reader
+    /// found the buffer empty and waited. A slow reader on a fast link always finds data, so
+    /// its window stays small; a fast reader on a long link makes it grow.
+    pub(crate) fn on_consumed(&mut self, len: u64, max_size: u64, budget: u64) -> Option<Grant> {
         self.consumed += len;
         if self.consumed < self.size / 2 {
             return None;
         }
-        let growth = if still_buffered == 0 {
+        let growth = if self.sender_ran_low && self.reader_waited {
             self.size
                 .min(max_size.saturating_sub(self.size))
                 .min(budget)
         } else {
             0
         };
+        self.sender_ran_low = false;
+        self.reader_waited = false;
         self.size += growth;
         let credit = self.consumed + growth;
         self.consumed = 0;
@@ -104,12 +114,16 @@ mod tests {
     #[test]
     fn no_grant_before_half_a_window_is_consumed() {
         let mut w = RecvWindow::new();
-        w.on_data(INITIAL_WINDOW).unwrap();
+        // The peer has sent half the window; the reader consumes it.
+        w.on_data(INITIAL_WINDOW / 2).unwrap();
+        w.on_reader_blocked();
         assert_eq!(
-            w.on_consumed(INITIAL_WINDOW / 2 - 1, 1, u64::MAX, u64::MAX),
+            w.on_consumed(INITIAL_WINDOW / 2 - 1, u64::MAX, u64::MAX),
             None
         );
-        let grant = w.on_consumed(1, 1, u64::MAX, u64::MAX).unwrap();
+        let grant = w.on_consumed(1, u64::MAX, u64::MAX).unwrap();
+        // The reader waited, but the sender still held half its credit: the window is not what
+        // limits it.
         assert_eq!(
             grant,
             Grant {
@@ -121,11 +135,28 @@ mod tests {
     }
 
     #[test]
+    fn a_slow_reader_never_grows_the_window() {
+        let mut w = RecvWindow::new();
+        w.on_data(INITIAL_WINDOW).unwrap();
+        // The sender ran out of credit, but the reader always found data: it is the bottleneck.
+        let grant = w.on_consumed(INITIAL_WINDOW / 2, u64::MAX, u64::MAX);
+        assert_eq!(
+            grant,
+            Some(Grant {
+                credit: INITIAL_WINDOW / 2,
+                growth: 0
+            })
+        );
+    }
+
+    #[test]
     fn window_doubles_when_the_reader_keeps_up_up_to_the_maximum() {
         let mut w = RecvWindow::new();
         let max = 4 * INITIAL_WINDOW;
+        // The sender uses its whole window, the reader drains it and waits: each grant doubles.
         w.on_data(INITIAL_WINDOW).unwrap();
-        let g = w.on_consumed(INITIAL_WINDOW, 0, max, u64::MAX).unwrap();
+        w.on_reader_blocked();
+        let g = w.on_consumed(INITIAL_WINDOW, max, u64::MAX).unwrap();
         assert_eq!(
             g,
             Grant {
@@ -134,10 +165,12 @@ mod tests {
             }
         );
         w.on_data(2 * INITIAL_WINDOW).unwrap();
-        let g = w.on_consumed(2 * INITIAL_WINDOW, 0, max, u64::MAX).unwrap();
+        w.on_reader_blocked();
+        let g = w.on_consumed(2 * INITIAL_WINDOW, max, u64::MAX).unwrap();
         assert_eq!(g.growth, 2 * INITIAL_WINDOW);
         w.on_data(4 * INITIAL_WINDOW).unwrap();
-        let g = w.on_consumed(4 * INITIAL_WINDOW, 0, max, u64::MAX).unwrap();
+        w.on_reader_blocked();
+        let g = w.on_consumed(4 * INITIAL_WINDOW, max, u64::MAX).unwrap();
         assert_eq!(
             g,
             Grant {
@@ -153,7 +186,8 @@ mod tests {
     fn growth_is_limited_by_the_connection_budget() {
         let mut w = RecvWindow::new();
         w.on_data(INITIAL_WINDOW).unwrap();
-        let g = w.on_consumed(INITIAL_WINDOW, 0, u64::MAX, 1000).unwrap();
+        w.on_reader_blocked();
+        let g = w.on_consumed(INITIAL_WINDOW, u64::MAX, 1000).unwrap();
         assert_eq!(
             g,
             Grant {

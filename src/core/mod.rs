@@ -228,24 +228,23 @@ impl Connection {
         // Data that arrived before the connection ended is still delivered.
         let Some(chunk) = entry.take(max.max(1)) else {
             return match recv {
-                RecvState::Open if connection_open => Ok(ReadOutcome::Blocked),
+                RecvState::Open if connection_open => {
+                    entry.recv_window.on_reader_blocked();
+                    Ok(ReadOutcome::Blocked)
+                }
                 RecvState::Open => Err(self.stale_stream_error()),
                 _ => Ok(ReadOutcome::Eof),
             };
         };
         let len = chunk.len() as u64;
-        let still_buffered = entry.buffered as u64;
         let grant = if mode == Mode::Extension && recv == RecvState::Open && connection_open {
             let budget = self
                 .config
                 .max_connection_buffer
                 .saturating_sub(self.window_total);
-            entry.recv_window.on_consumed(
-                len,
-                still_buffered,
-                self.config.max_stream_window,
-                budget,
-            )
+            entry
+                .recv_window
+                .on_consumed(len, self.config.max_stream_window, budget)
         } else {
             None
         };
