@@ -1,7 +1,7 @@
 //! [`Muxer`]: the thin async layer that owns the socket and drives the core.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     io,
     pin::Pin,
     sync::Arc,
@@ -118,6 +118,22 @@ impl Shared {
         self.wakers.remove(&id);
     }
 
+    /// Runs an application call on the core, then wakes whoever it concerns: the driver if the
+    /// call queued the first frame to send or let a paused connection read again, and the tasks
+    /// waiting on what the core reported.
+    pub(crate) fn stream_call<T>(&mut self, call: impl FnOnce(&mut Connection) -> T) -> T {
+        let had_transmit = self.core.has_transmit();
+        let was_reading = self.core.wants_frames();
+        let result = call(&mut self.core);
+        let queued = !had_transmit && self.core.has_transmit();
+        let resumed = !was_reading && self.core.wants_frames();
+        if queued || resumed {
+            self.wake_driver();
+        }
+        self.dispatch_events();
+        result
+    }
+
     /// Wakes the driver so it sends what the application queued or reads again.
     pub(crate) fn wake_driver(&mut self) {
         if let Some(w) = &self.driver {
@@ -125,8 +141,8 @@ impl Shared {
         }
     }
 
-    fn on_flushed(&mut self) {
-        self.core.on_flushed();
+    fn on_flushed(&mut self, frames: u64) {
+        self.core.on_flushed(frames);
         for w in self.flush_waiters.drain(..) {
             w.wake();
         }
@@ -165,6 +181,13 @@ pub struct Muxer<C> {
     codec: Codec,
     read_buf: BytesMut,
     write_buf: BytesMut,
+    /// Bytes encoded into `write_buf` so far, and bytes the socket accepted so far.
+    encoded_bytes: u64,
+    written_bytes: u64,
+    /// After each batch of encoding: how many frames the core had handed out, and where their
+    /// bytes end in the outgoing byte stream. A flush covers the batches whose bytes were all
+    /// written, so a stream's flush completes even while other streams keep the buffer full.
+    encoded_marks: VecDeque<(u64, u64)>,
     /// Bytes were written since the last flush.
     needs_flush: bool,
     /// The peer closed its side of the socket.
@@ -194,6 +217,9 @@ where
             codec: Codec::new(mode),
             read_buf: BytesMut::new(),
             write_buf: BytesMut::new(),
+            encoded_bytes: 0,
+            written_bytes: 0,
+            encoded_marks: VecDeque::new(),
             needs_flush: false,
             read_eof: false,
             socket_state: SocketState::Open,
@@ -233,21 +259,26 @@ where
             return Ok(false);
         }
         let mut shared = self.shared.lock();
-        let mut any = false;
+        let before = self.write_buf.len();
         while self.write_buf.len() < WRITE_BATCH {
             let Some(frame) = shared.core.poll_transmit() else {
                 break;
             };
             self.codec.encode(frame, &mut self.write_buf)?;
-            any = true;
         }
-        if any {
-            shared.dispatch_events();
+        let encoded = self.write_buf.len() - before;
+        if encoded == 0 {
+            return Ok(false);
         }
-        Ok(any)
+        self.encoded_bytes += encoded as u64;
+        self.encoded_marks
+            .push_back((shared.core.transmitted(), self.encoded_bytes));
+        shared.dispatch_events();
+        Ok(true)
     }
 
-    /// Writes the write buffer to the socket and flushes; true if anything moved.
+    /// Writes the write buffer to the socket, then flushes what was written (also when the
+    /// socket took only part of the buffer); true if anything moved.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Result<bool, ConnectionError> {
         let mut progress = false;
         while !self.write_buf.is_empty() {
@@ -255,18 +286,19 @@ where
                 Poll::Ready(Ok(0)) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
                 Poll::Ready(Ok(n)) => {
                     let _ = self.write_buf.split_to(n);
+                    self.written_bytes += n as u64;
                     self.needs_flush = true;
                     progress = true;
                 }
                 Poll::Ready(Err(e)) => return Err(e.into()),
-                Poll::Pending => return Ok(progress),
+                Poll::Pending => break,
             }
         }
         if self.needs_flush {
             match Pin::new(&mut self.socket).poll_flush(cx) {
                 Poll::Ready(Ok(())) => {
                     self.needs_flush = false;
-                    self.shared.lock().on_flushed();
+                    self.on_flushed();
                     progress = true;
                 }
                 Poll::Ready(Err(e)) => return Err(e.into()),
@@ -274,6 +306,21 @@ where
             }
         }
         Ok(progress)
+    }
+
+    /// Everything written so far is flushed: tell the core which frames that covers.
+    fn on_flushed(&mut self) {
+        let mut frames = None;
+        while let Some(&(count, end)) = self.encoded_marks.front() {
+            if end > self.written_bytes {
+                break;
+            }
+            frames = Some(count);
+            self.encoded_marks.pop_front();
+        }
+        if let Some(frames) = frames {
+            self.shared.lock().on_flushed(frames);
+        }
     }
 
     /// Feeds the complete frames in the read buffer to the core while it wants them.

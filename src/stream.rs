@@ -11,7 +11,7 @@ use futures::{AsyncRead, AsyncWrite, future::poll_fn};
 use parking_lot::Mutex;
 
 use crate::{
-    core::{ReadOutcome, WriteOutcome},
+    core::{Connection, ReadOutcome, WriteOutcome},
     error::StreamError,
     frame::{Mode, StreamId},
     muxer::Shared,
@@ -68,12 +68,7 @@ impl Stream {
 
     /// Poll form of [`Stream::close_write`].
     pub fn poll_close_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.with_shared(|shared, id| {
-            let had_transmit = shared.core.has_transmit();
-            shared.core.close_write(id)?;
-            wake_driver_if_queued(shared, had_transmit);
-            Ok(())
-        })?;
+        self.call(|core, id| core.close_write(id))?;
         self.poll_flushed(cx)
     }
 
@@ -102,12 +97,7 @@ impl Stream {
         cx: &mut Context<'_>,
         code: u64,
     ) -> Poll<io::Result<()>> {
-        self.with_shared(|shared, id| {
-            let had_transmit = shared.core.has_transmit();
-            shared.core.close_read(id, code)?;
-            wake_driver_if_queued(shared, had_transmit);
-            Ok(())
-        })?;
+        self.call(|core, id| core.close_read(id, code))?;
         self.poll_flushed(cx)
     }
 
@@ -120,21 +110,21 @@ impl Stream {
     /// [`Stream::reset`] with an error code the peer can read back (extension mode only; plain
     /// mplex has no room for it and sends 0).
     pub fn reset_with_code(&mut self, code: u64) {
-        let _ = self.with_shared(|shared, id| {
-            let had_transmit = shared.core.has_transmit();
-            let result = shared.core.reset(id, code);
-            shared.dispatch_events();
-            wake_driver_if_queued(shared, had_transmit);
-            result
-        });
+        // Resetting a stream that is already reset, or whose connection is gone, has nothing
+        // left to do.
+        let _ = self.call(|core, id| core.reset(id, code));
     }
 
-    fn with_shared<T>(
+    /// Runs an application call on the core under the lock (see [`Shared::stream_call`]).
+    fn call<T>(
         &self,
-        f: impl FnOnce(&mut Shared, StreamId) -> Result<T, StreamError>,
+        f: impl FnOnce(&mut Connection, StreamId) -> Result<T, StreamError>,
     ) -> io::Result<T> {
-        let mut shared = self.shared.lock();
-        f(&mut shared, self.id).map_err(io::Error::from)
+        let id = self.id;
+        self.shared
+            .lock()
+            .stream_call(|core| f(core, id))
+            .map_err(io::Error::from)
     }
 
     /// Ready once everything queued on this stream has been flushed to the socket.
@@ -152,12 +142,6 @@ impl Stream {
     }
 }
 
-fn wake_driver_if_queued(shared: &mut Shared, had_transmit: bool) {
-    if !had_transmit && shared.core.has_transmit() {
-        shared.wake_driver();
-    }
-}
-
 impl AsyncRead for Stream {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -169,17 +153,9 @@ impl AsyncRead for Stream {
         }
         let id = self.id;
         let mut shared = self.shared.lock();
-        let had_transmit = shared.core.has_transmit();
-        let was_reading = shared.core.wants_frames();
-        let outcome = shared.core.read(id, buf.len());
-        match outcome {
+        match shared.stream_call(|core| core.read(id, buf.len())) {
             Ok(ReadOutcome::Data(data)) => {
                 buf[..data.len()].copy_from_slice(&data);
-                if !was_reading && shared.core.wants_frames() {
-                    shared.wake_driver();
-                } else {
-                    wake_driver_if_queued(&mut shared, had_transmit);
-                }
                 Poll::Ready(Ok(data.len()))
             }
             Ok(ReadOutcome::Eof) => Poll::Ready(Ok(0)),
@@ -200,12 +176,8 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         let id = self.id;
         let mut shared = self.shared.lock();
-        let had_transmit = shared.core.has_transmit();
-        match shared.core.write(id, buf) {
-            Ok(WriteOutcome::Written(n)) => {
-                wake_driver_if_queued(&mut shared, had_transmit);
-                Poll::Ready(Ok(n))
-            }
+        match shared.stream_call(|core| core.write(id, buf)) {
+            Ok(WriteOutcome::Written(n)) => Poll::Ready(Ok(n)),
             Ok(WriteOutcome::Blocked) => {
                 shared.register_write(id, cx.waker());
                 Poll::Pending
@@ -225,17 +197,9 @@ impl AsyncWrite for Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
+        let id = self.id;
         let mut shared = self.shared.lock();
-        let had_transmit = shared.core.has_transmit();
-        let was_reading = shared.core.wants_frames();
-        shared.core.drop_stream(self.id);
-        shared.forget_stream(self.id);
-        shared.dispatch_events();
-        // Freed buffer space may let a paused connection read again.
-        if !was_reading && shared.core.wants_frames() {
-            shared.wake_driver();
-        } else {
-            wake_driver_if_queued(&mut shared, had_transmit);
-        }
+        shared.stream_call(|core| core.drop_stream(id));
+        shared.forget_stream(id);
     }
 }

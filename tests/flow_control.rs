@@ -140,3 +140,39 @@ async fn plain_mode_reset_stream_resets_the_overflowing_stream_within_the_bound(
     })
     .await;
 }
+
+#[tokio::test]
+async fn plain_mode_close_read_on_the_blocking_stream_lets_the_connection_read_again() {
+    within(async {
+        let (a, b) = memory_pair(Mode::PlainMplex, plain_config(MaxBufferBehaviour::Block));
+        let a = drive(a);
+        let (mut b, mut observed) = drive_observed(b);
+        let mut flood = a.open().await;
+        let flooder = tokio::spawn(async move {
+            let chunk = vec![0u8; 16 * 1024];
+            // Ends when the far side drops the stream (Reset) after closing reading.
+            while flood.write_all(&chunk).await.is_ok() {}
+        });
+        let mut blocked = b.accept().await;
+        observed
+            .wait_for(|o| o.buffered > 4 * 16 * 1024)
+            .await
+            .unwrap();
+        // Reading is paused: another stream's data waits behind the full buffer...
+        let mut other = a.open().await;
+        let behind = tokio::spawn(async move {
+            other.write_all(b"behind the block").await.unwrap();
+            other.close().await.unwrap(); // completes once the pipe drains
+        });
+        // ...until the application gives up on the full stream.
+        blocked.close_read().await.unwrap();
+        let mut peer = b.accept().await;
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"behind the block");
+        behind.await.unwrap();
+        drop(blocked);
+        flooder.await.unwrap();
+    })
+    .await;
+}

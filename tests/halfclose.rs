@@ -358,3 +358,34 @@ async fn a_stalled_reader_does_not_block_other_streams_in_extension_mode() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn close_completes_while_another_stream_keeps_the_connection_busy() {
+    for mode in both_modes() {
+        within(async {
+            let (a, mut b) = driven_pair(mode, Config::default());
+            let mut busy = a.open().await;
+            let flat_out = tokio::spawn(async move {
+                let chunk = vec![7u8; 64 * 1024];
+                while busy.write_all(&chunk).await.is_ok() {}
+            });
+            let mut busy_peer = b.accept().await;
+            let drain = tokio::spawn(async move {
+                let mut sink = vec![0u8; 64 * 1024];
+                while busy_peer.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+            });
+            // The socket never runs dry while `busy` writes, yet this close must complete.
+            let mut quiet = a.open().await;
+            quiet.write_all(b"short and sweet").await.unwrap();
+            quiet.close().await.unwrap();
+            let mut quiet_peer = b.accept().await;
+            assert_eq!(
+                read_to_end(&mut quiet_peer).await.unwrap(),
+                b"short and sweet"
+            );
+            flat_out.abort();
+            drain.abort();
+        })
+        .await;
+    }
+}

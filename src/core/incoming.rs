@@ -62,7 +62,7 @@ impl Connection {
                 ));
             }
             tracing::debug!(stream = %id, "refusing inbound stream: stream limit reached");
-            self.queue(Frame::Reset { id, code: 0 });
+            self.queue_control(Frame::Reset { id, code: 0 });
             return Ok(());
         }
         self.refused_in_a_row = 0;
@@ -142,8 +142,10 @@ impl Connection {
         if entry.send == SendState::Open {
             entry.send = SendState::Stopped { code };
             self.events.push_back(Event::Writable(id));
-            // Answer with our Close so the peer learns the direction is finished.
-            self.queue(Frame::Close { id });
+            // Unsent data is dropped: the peer would discard it. Answer with our Close so the
+            // peer learns the direction is finished.
+            self.discard_unsent(id);
+            self.queue_close(id);
         }
     }
 

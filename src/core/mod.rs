@@ -8,6 +8,7 @@
 
 mod flow;
 mod incoming;
+mod outbox;
 mod stream;
 
 use std::collections::{HashMap, VecDeque};
@@ -70,18 +71,22 @@ pub struct Connection {
     next_local_num: u64,
     /// Inbound streams not yet taken by [`Connection::accept`].
     inbound: VecDeque<StreamId>,
-    outbox: VecDeque<Frame>,
-    /// Data bytes in `outbox`.
+    /// Frames sent ahead of stream data, in order (see the `outbox` module).
+    control: VecDeque<Frame>,
+    /// Streams with data or a Close to send, in turn.
+    ready: VecDeque<StreamId>,
+    /// Bytes of data queued to send, in stream queues and in `control`.
     outbox_data: usize,
-    /// Frames in `outbox` other than Data (answers to the peer, which bound reading).
-    outbox_control: usize,
-    /// Sequence number of the last frame queued; frames are numbered from 1.
-    queued_seq: u64,
+    /// Frames in `control` other than Data (mostly answers to the peer; they bound reading).
+    control_frames: usize,
+    /// Control frames queued so far, and taken by `poll_transmit` so far.
+    control_queued_seq: u64,
+    control_transmitted_seq: u64,
     /// Frames taken by `poll_transmit` so far.
     transmitted_seq: u64,
     /// Frames the async layer has written and flushed.
     flushed_seq: u64,
-    /// Streams waiting for buffer space to write.
+    /// Streams waiting for send buffer space to write.
     blocked_writers: Vec<StreamId>,
     events: VecDeque<Event>,
     /// Bytes buffered for reading across all streams.
@@ -103,10 +108,12 @@ impl Connection {
             streams: HashMap::new(),
             next_local_num: 0,
             inbound: VecDeque::new(),
-            outbox: VecDeque::new(),
+            control: VecDeque::new(),
+            ready: VecDeque::new(),
             outbox_data: 0,
-            outbox_control: 0,
-            queued_seq: 0,
+            control_frames: 0,
+            control_queued_seq: 0,
+            control_transmitted_seq: 0,
             transmitted_seq: 0,
             flushed_seq: 0,
             blocked_writers: Vec::new(),
@@ -141,38 +148,9 @@ impl Connection {
 
     // ---------------------------------------------------------------- output to the async layer
 
-    /// The next frame to send, in order.
-    pub fn poll_transmit(&mut self) -> Option<Frame> {
-        let frame = self.outbox.pop_front()?;
-        self.transmitted_seq += 1;
-        match &frame {
-            Frame::Data { data, .. } => {
-                let had_room = self.outbox_data < self.config.send_buffer_size;
-                self.outbox_data -= data.len();
-                if !had_room && self.outbox_data < self.config.send_buffer_size {
-                    for id in self.blocked_writers.drain(..) {
-                        self.events.push_back(Event::Writable(id));
-                    }
-                }
-            }
-            _ => self.outbox_control -= 1,
-        }
-        Some(frame)
-    }
-
-    /// Whether frames wait in [`Connection::poll_transmit`].
-    pub fn has_transmit(&self) -> bool {
-        !self.outbox.is_empty()
-    }
-
     /// The next event for the async layer.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
-    }
-
-    /// Every frame taken by `poll_transmit` so far is written and flushed.
-    pub fn on_flushed(&mut self) {
-        self.flushed_seq = self.transmitted_seq;
     }
 
     /// Whether the async layer should read more frames from the peer. False while a plain-mplex
@@ -181,7 +159,7 @@ impl Connection {
     pub fn wants_frames(&self) -> bool {
         self.closed.is_none()
             && self.blocking_stream.is_none()
-            && self.outbox_control < self.control_frame_limit()
+            && self.control_frames < self.control_frame_limit()
     }
 
     fn control_frame_limit(&self) -> usize {
@@ -202,7 +180,7 @@ impl Connection {
         self.next_local_num = self.next_local_num.saturating_add(1);
         self.insert_stream(id);
         let name = Bytes::from(id.num().to_string());
-        self.queue(Frame::NewStream { id, name });
+        self.queue_control(Frame::NewStream { id, name });
         Ok(Some(id))
     }
 
@@ -250,8 +228,11 @@ impl Connection {
         };
         self.buffered_total -= len;
         if let Some(grant) = grant {
+            if grant.growth > 0 {
+                tracing::debug!(stream = %id, growth = grant.growth, "receive window grows");
+            }
             self.window_total += grant.growth;
-            self.queue(Frame::WindowUpdate {
+            self.queue_control(Frame::WindowUpdate {
                 id,
                 credit: grant.credit,
             });
@@ -266,10 +247,6 @@ impl Connection {
     pub fn write(&mut self, id: StreamId, buf: &[u8]) -> Result<WriteOutcome, StreamError> {
         let mode = self.mode;
         let split = self.config.split_send_size;
-        let room = self
-            .config
-            .send_buffer_size
-            .saturating_sub(self.outbox_data);
         let entry = self.live_entry(id)?;
         match entry.send {
             SendState::Open => {}
@@ -284,26 +261,25 @@ impl Connection {
             Mode::Extension => usize::try_from(entry.send_credit).unwrap_or(usize::MAX),
             Mode::PlainMplex => usize::MAX,
         };
-        let len = buf.len().min(split).min(credit).min(room);
-        if len == 0 {
-            if room == 0 && !self.blocked_writers.contains(&id) {
+        if credit == 0 {
+            // A WindowUpdate wakes the writer (see `on_window_update`).
+            return Ok(WriteOutcome::Blocked);
+        }
+        let len = buf.len().min(split).min(credit);
+        let queued = entry.send_queue.bytes();
+        if !self.may_queue(queued) {
+            if !self.blocked_writers.contains(&id) {
                 self.blocked_writers.push(id);
             }
             return Ok(WriteOutcome::Blocked);
         }
-        if mode == Mode::Extension {
+        if let Some(entry) = self.streams.get_mut(&id)
+            && mode == Mode::Extension
+        {
             entry.send_credit -= len as u64;
         }
-        let data = Bytes::copy_from_slice(&buf[..len]);
-        self.queue(Frame::Data { id, data });
+        self.queue_data(id, Bytes::copy_from_slice(&buf[..len]));
         Ok(WriteOutcome::Written(len))
-    }
-
-    /// Whether everything queued on the stream so far has been flushed to the socket.
-    pub fn is_flushed(&self, id: StreamId) -> bool {
-        self.streams
-            .get(&id)
-            .is_none_or(|entry| entry.last_frame_seq <= self.flushed_seq)
     }
 
     /// Closes our write direction (FIN). Idempotent; fine after the peer stopped reading.
@@ -312,7 +288,7 @@ impl Connection {
         match entry.send {
             SendState::Open => {
                 entry.send = SendState::Closed;
-                self.queue(Frame::Close { id });
+                self.queue_close(id);
                 Ok(())
             }
             SendState::Closed | SendState::Stopped { .. } => Ok(()),
@@ -336,7 +312,7 @@ impl Connection {
         let freed = entry.discard_buffer() as u64;
         self.buffered_total -= freed;
         if mode == Mode::Extension && recv == RecvState::Open {
-            self.queue(Frame::CloseRead { id, code });
+            self.queue_control(Frame::CloseRead { id, code });
         }
         if self.blocking_stream == Some(id) {
             self.blocking_stream = None;
@@ -354,13 +330,16 @@ impl Connection {
     /// The application no longer holds the stream: tell the peer what it needs to know (see the
     /// drop rules in the crate docs) and forget the stream.
     pub fn drop_stream(&mut self, id: StreamId) {
-        let Some(entry) = self.streams.remove(&id) else {
+        let Some(mut entry) = self.streams.remove(&id) else {
             return;
         };
         self.forget(id, &entry);
         if self.closed.is_some() {
+            self.outbox_data -= entry.send_queue.discard_data();
             return;
         }
+        // What was written before the drop still goes out, before anything the drop adds.
+        self.flush_queue_of_dropped(id, &mut entry);
         if matches!(entry.send, SendState::Reset { .. }) {
             return;
         }
@@ -373,11 +352,11 @@ impl Connection {
             _ => false,
         };
         match (write_open, read_open) {
-            (true, true) => self.queue(Frame::Reset { id, code: 0 }),
-            (true, false) => self.queue(Frame::Close { id }),
+            (true, true) => self.queue_control(Frame::Reset { id, code: 0 }),
+            (true, false) => self.queue_control(Frame::Close { id }),
             (false, true) => match self.mode {
-                Mode::Extension => self.queue(Frame::CloseRead { id, code: 0 }),
-                Mode::PlainMplex => self.queue(Frame::Reset { id, code: 0 }),
+                Mode::Extension => self.queue_control(Frame::CloseRead { id, code: 0 }),
+                Mode::PlainMplex => self.queue_control(Frame::Reset { id, code: 0 }),
             },
             (false, false) => {}
         }
@@ -461,6 +440,7 @@ impl Connection {
                 self.blocking_stream = None;
             }
         }
+        self.discard_unsent(id);
         self.events.push_back(Event::Readable(id));
         self.events.push_back(Event::Writable(id));
         if !by_peer {
@@ -469,7 +449,7 @@ impl Connection {
             } else {
                 0
             };
-            self.queue(Frame::Reset { id, code });
+            self.queue_control(Frame::Reset { id, code });
         }
     }
 
@@ -483,20 +463,6 @@ impl Connection {
         {
             self.blocking_stream = None;
         }
-    }
-
-    fn queue(&mut self, frame: Frame) {
-        self.queued_seq += 1;
-        let id = frame.stream_id();
-        match &frame {
-            Frame::Data { data, .. } => self.outbox_data += data.len(),
-            _ => self.outbox_control += 1,
-        }
-        if let Some(entry) = self.streams.get_mut(&id) {
-            entry.last_frame_seq = self.queued_seq;
-        }
-        tracing::trace!(stream = %id, ?frame, "queue frame");
-        self.outbox.push_back(frame);
     }
 }
 

@@ -46,8 +46,14 @@ pub(crate) struct StreamEntry {
     pub(crate) recv_window: RecvWindow,
     /// Extension mode: the credit the peer granted us.
     pub(crate) send_credit: u64,
-    /// Sequence number of the last frame queued for this stream (for flush).
-    pub(crate) last_frame_seq: u64,
+    /// Data and Close waiting for their turn to be sent.
+    pub(crate) send_queue: SendQueue,
+    /// Whether the stream is in the connection's round-robin of streams with frames to send.
+    pub(crate) scheduled: bool,
+    /// Sequence number of the last control frame (NewStream, CloseRead, ...) queued for it.
+    pub(crate) last_control_seq: u64,
+    /// Sequence number of the last frame of this stream handed to the socket.
+    pub(crate) last_transmit_seq: u64,
 }
 
 impl StreamEntry {
@@ -59,7 +65,10 @@ impl StreamEntry {
             buffered: 0,
             recv_window: RecvWindow::new(),
             send_credit: INITIAL_WINDOW,
-            last_frame_seq: 0,
+            send_queue: SendQueue::default(),
+            scheduled: false,
+            last_control_seq: 0,
+            last_transmit_seq: 0,
         }
     }
 
@@ -84,5 +93,55 @@ impl StreamEntry {
     pub(crate) fn push(&mut self, data: Bytes) {
         self.buffered += data.len();
         self.recv_buf.push_back(data);
+    }
+}
+
+/// What a stream has written and not yet handed to the socket, in order, and whether its Close
+/// follows. The connection takes one frame at a time from each stream in turn.
+#[derive(Debug, Default)]
+pub(crate) struct SendQueue {
+    chunks: VecDeque<Bytes>,
+    bytes: usize,
+    close: bool,
+}
+
+/// The next frame a [`SendQueue`] yields.
+pub(crate) enum Queued {
+    Data(Bytes),
+    Close,
+}
+
+impl SendQueue {
+    pub(crate) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.chunks.is_empty() && !self.close
+    }
+
+    pub(crate) fn push(&mut self, data: Bytes) {
+        self.bytes += data.len();
+        self.chunks.push_back(data);
+    }
+
+    /// Close follows the data already queued.
+    pub(crate) fn push_close(&mut self) {
+        self.close = true;
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<Queued> {
+        if let Some(data) = self.chunks.pop_front() {
+            self.bytes -= data.len();
+            return Some(Queued::Data(data));
+        }
+        std::mem::take(&mut self.close).then_some(Queued::Close)
+    }
+
+    /// Drops the queued data (the peer will not read it); returns how many bytes were dropped.
+    /// A queued Close stays.
+    pub(crate) fn discard_data(&mut self) -> usize {
+        self.chunks.clear();
+        std::mem::take(&mut self.bytes)
     }
 }

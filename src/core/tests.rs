@@ -37,8 +37,8 @@ impl Pair {
                 break;
             }
         }
-        self.a.on_flushed();
-        self.b.on_flushed();
+        self.a.on_flushed(self.a.transmitted());
+        self.b.on_flushed(self.b.transmitted());
     }
 
     /// Opens a stream on `a` and accepts it on `b`; returns (a's id, b's id).
@@ -532,7 +532,7 @@ fn the_window_grows_while_the_sender_runs_out_of_credit_and_the_reader_keeps_up(
             if !carry(&mut p.a, &mut p.b, p.mode) {
                 break; // blocked with nothing in flight: out of credit
             }
-            p.a.on_flushed();
+            p.a.on_flushed(p.a.transmitted());
         }
         // ...and the reader takes everything at once.
         received += read_all(&mut p.b, b).0.len();
@@ -594,4 +594,46 @@ fn a_local_reset_discards_even_complete_data() {
         Err(StreamError::Reset { by_peer: false, .. })
     ));
     assert_eq!(p.b.buffered_bytes(), 0);
+}
+
+#[test]
+fn streams_take_turns_and_a_flat_out_writer_cannot_shut_out_another() {
+    let mut p = Pair::new(Mode::Extension);
+    let (a1, _) = p.open();
+    let (a2, _) = p.open();
+    let chunk = vec![0u8; 1024];
+    // a1 writes until it may not queue more...
+    let mut queued = 0;
+    while let WriteOutcome::Written(n) = p.a.write(a1, &chunk).unwrap() {
+        queued += n;
+    }
+    assert!(queued > 0);
+    // ...a2 still gets its frame in, and goes out second, not behind all of a1's data.
+    assert_eq!(p.a.write(a2, b"me too").unwrap(), WriteOutcome::Written(6));
+    let order: Vec<StreamId> = std::iter::from_fn(|| p.a.poll_transmit())
+        .filter(|f| matches!(f, Frame::Data { .. }))
+        .map(|f| f.stream_id())
+        .take(3)
+        .collect();
+    assert_eq!(order, vec![a1, a2, a1]);
+}
+
+#[test]
+fn close_waits_behind_the_stream_data_but_not_behind_other_streams() {
+    let mut p = Pair::new(Mode::PlainMplex);
+    let (a1, _) = p.open();
+    let (a2, _) = p.open();
+    write_all(&mut p.a, a1, &[1u8; 1000]);
+    write_all(&mut p.a, a2, &[2u8; 1000]);
+    p.a.close_write(a1).unwrap();
+    let frames: Vec<Frame> = std::iter::from_fn(|| p.a.poll_transmit()).collect();
+    let close_at = frames
+        .iter()
+        .position(|f| *f == Frame::Close { id: a1 })
+        .unwrap();
+    let data_at = frames
+        .iter()
+        .position(|f| matches!(f, Frame::Data { id, .. } if *id == a1))
+        .unwrap();
+    assert!(data_at < close_at);
 }

@@ -1,0 +1,175 @@
+//! What the connection sends, and in which order.
+//!
+//! Control frames (NewStream, Reset, CloseRead, WindowUpdate, and the last frames of dropped
+//! streams) go first, in the order they were queued. Then the streams with data take turns, one
+//! frame each (round-robin), so that a stream writing flat out cannot starve the others. A
+//! stream's Close waits in its own queue behind its data.
+
+use super::{
+    Connection, Event,
+    stream::{Queued, StreamEntry},
+};
+use crate::frame::{Frame, StreamId};
+
+impl Connection {
+    /// The next frame to send.
+    pub fn poll_transmit(&mut self) -> Option<Frame> {
+        if let Some(frame) = self.control.pop_front() {
+            self.control_transmitted_seq += 1;
+            self.transmitted_seq += 1;
+            match &frame {
+                Frame::Data { data, .. } => self.release_data(data.len()),
+                _ => self.control_frames -= 1,
+            }
+            if let Some(entry) = self.streams.get_mut(&frame.stream_id()) {
+                entry.last_transmit_seq = self.transmitted_seq;
+            }
+            return Some(frame);
+        }
+        while let Some(id) = self.ready.pop_front() {
+            let Some(entry) = self.streams.get_mut(&id) else {
+                continue; // dropped: its frames moved to the control queue
+            };
+            entry.scheduled = false;
+            let Some(next) = entry.send_queue.pop() else {
+                continue; // reset or stopped since it was scheduled
+            };
+            if !entry.send_queue.is_empty() {
+                entry.scheduled = true;
+                self.ready.push_back(id);
+            }
+            self.transmitted_seq += 1;
+            entry.last_transmit_seq = self.transmitted_seq;
+            return Some(match next {
+                Queued::Data(data) => {
+                    self.release_data(data.len());
+                    Frame::Data { id, data }
+                }
+                Queued::Close => Frame::Close { id },
+            });
+        }
+        None
+    }
+
+    /// Whether frames may wait in [`Connection::poll_transmit`].
+    pub fn has_transmit(&self) -> bool {
+        !self.control.is_empty() || !self.ready.is_empty()
+    }
+
+    /// How many frames [`Connection::poll_transmit`] has handed out so far. The async layer
+    /// notes this count after encoding frames, and passes it to [`Connection::on_flushed`] once
+    /// their bytes are flushed.
+    pub fn transmitted(&self) -> u64 {
+        self.transmitted_seq
+    }
+
+    /// The first `count` frames handed out by `poll_transmit` are written and flushed: a stream
+    /// whose frames are all among them is flushed.
+    pub fn on_flushed(&mut self, count: u64) {
+        self.flushed_seq = self.flushed_seq.max(count.min(self.transmitted_seq));
+    }
+
+    /// Whether everything queued on the stream so far has been flushed to the socket.
+    pub fn is_flushed(&self, id: StreamId) -> bool {
+        self.streams.get(&id).is_none_or(|entry| {
+            entry.send_queue.is_empty()
+                && entry.last_control_seq <= self.control_transmitted_seq
+                && entry.last_transmit_seq <= self.flushed_seq
+        })
+    }
+
+    /// Queues a frame ahead of all stream data.
+    pub(super) fn queue_control(&mut self, frame: Frame) {
+        match &frame {
+            Frame::Data { data, .. } => self.outbox_data += data.len(),
+            _ => self.control_frames += 1,
+        }
+        self.control_queued_seq += 1;
+        if let Some(entry) = self.streams.get_mut(&frame.stream_id()) {
+            entry.last_control_seq = self.control_queued_seq;
+        }
+        tracing::trace!(?frame, "queue control frame");
+        self.control.push_back(frame);
+    }
+
+    /// Whether a stream may queue more data now: while the connection's send buffer has room,
+    /// and always one frame, so that streams writing flat out cannot shut another one out (the
+    /// buffer may overshoot by at most one frame per stream).
+    pub(super) fn may_queue(&self, queued: usize) -> bool {
+        queued == 0 || self.outbox_data < self.config.send_buffer_size
+    }
+
+    /// Queues data written on a stream behind its earlier data.
+    pub(super) fn queue_data(&mut self, id: StreamId, data: bytes::Bytes) {
+        let Some(entry) = self.streams.get_mut(&id) else {
+            return;
+        };
+        self.outbox_data += data.len();
+        entry.send_queue.push(data);
+        self.schedule(id);
+    }
+
+    /// Queues the stream's Close behind its data.
+    pub(super) fn queue_close(&mut self, id: StreamId) {
+        let Some(entry) = self.streams.get_mut(&id) else {
+            return;
+        };
+        entry.send_queue.push_close();
+        self.schedule(id);
+    }
+
+    /// Drops the stream's unsent data (after a reset or a stop).
+    pub(super) fn discard_unsent(&mut self, id: StreamId) {
+        let Some(entry) = self.streams.get_mut(&id) else {
+            return;
+        };
+        let dropped = entry.send_queue.discard_data();
+        self.release_data(dropped);
+    }
+
+    /// A stream leaves the map: what it still had to send joins the control queue, in order.
+    pub(super) fn flush_queue_of_dropped(&mut self, id: StreamId, entry: &mut StreamEntry) {
+        while let Some(next) = entry.send_queue.pop() {
+            let frame = match next {
+                Queued::Data(data) => {
+                    // Moved, not added: `queue_control` counts it again.
+                    self.outbox_data -= data.len();
+                    Frame::Data { id, data }
+                }
+                Queued::Close => Frame::Close { id },
+            };
+            self.queue_control(frame);
+        }
+    }
+
+    fn schedule(&mut self, id: StreamId) {
+        if let Some(entry) = self.streams.get_mut(&id)
+            && !entry.scheduled
+        {
+            entry.scheduled = true;
+            self.ready.push_back(id);
+        }
+    }
+
+    /// `len` bytes of data left the send buffer: wake the writers that may queue again.
+    fn release_data(&mut self, len: usize) {
+        self.outbox_data -= len;
+        if self.blocked_writers.is_empty() {
+            return;
+        }
+        let mut blocked = std::mem::take(&mut self.blocked_writers);
+        let mut woken = Vec::new();
+        blocked.retain(|id| {
+            let ready = self
+                .streams
+                .get(id)
+                .is_none_or(|e| self.may_queue(e.send_queue.bytes()));
+            if ready {
+                woken.push(*id);
+            }
+            !ready
+        });
+        self.blocked_writers = blocked;
+        self.events.extend(woken.into_iter().map(Event::Writable));
+    }
+}
