@@ -209,7 +209,15 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
+fn text_arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == name)?;
+    args.get(i + 1).cloned()
+}
+
 fn main() {
+    let only = text_arg("--only");
+    let muxers_arg = text_arg("--muxers");
     let rounds = arg("--rounds", 5);
     let mib = arg("--mib", 256);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -230,10 +238,18 @@ fn main() {
     }
     println!("{:>16}", "ours/best peer");
     for (name, link, streams, bytes_each) in tests {
+        if only.as_deref().is_some_and(|o| !name.contains(o)) {
+            continue;
+        }
         let mut rates = vec![Vec::new(); Muxer::ALL.len()];
         let mut fairness = vec![Vec::new(); Muxer::ALL.len()];
         for _ in 0..rounds {
             for (i, m) in Muxer::ALL.iter().enumerate() {
+                if muxers_arg.as_deref().is_some_and(|o| !m.name().contains(o)) {
+                    rates[i].push(f64::NAN);
+                    fairness[i].push(f64::NAN);
+                    continue;
+                }
                 let (t, fair) = runtime.block_on(transfer(*m, link, streams, bytes_each));
                 rates[i].push((streams * bytes_each) as f64 / (1 << 20) as f64 / t.as_secs_f64());
                 fairness[i].push(fair);

@@ -143,29 +143,70 @@ impl Codec {
     }
 }
 
+/// The start of a frame: its header varint and the length of its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FrameHead {
+    /// `stream_num << 3 | flag`.
+    header: u64,
+    /// Bytes taken by the two varints.
+    pub(crate) head_len: usize,
+    /// The body length, at most [`MAX_FRAME_BODY`].
+    pub(crate) body_len: usize,
+}
+
+impl FrameHead {
+    /// Head and body together.
+    pub(crate) fn frame_len(&self) -> usize {
+        self.head_len + self.body_len
+    }
+}
+
+impl Codec {
+    /// Reads the head of the frame at the front of `buf`: `Ok(None)` if more bytes are needed.
+    /// A body over 1 MiB is an error as soon as its length is read, before any of it arrives.
+    pub(crate) fn decode_head(&self, buf: &[u8]) -> Result<Option<FrameHead>, ProtocolViolation> {
+        let Some((header, header_len)) = peek_varint(buf)? else {
+            return Ok(None);
+        };
+        let Some((len, len_len)) = peek_varint(&buf[header_len..])? else {
+            return Ok(None);
+        };
+        if len > MAX_FRAME_BODY as u64 {
+            return Err(ProtocolViolation::FrameTooLarge { len });
+        }
+        Ok(Some(FrameHead {
+            header,
+            head_len: header_len + len_len,
+            body_len: len as usize,
+        }))
+    }
+
+    /// The frame with head `head` and body `body` (exactly `head.body_len` bytes).
+    pub(crate) fn decode_body(
+        &self,
+        head: FrameHead,
+        body: Bytes,
+    ) -> Result<Frame, ProtocolViolation> {
+        debug_assert_eq!(body.len(), head.body_len);
+        self.parse(head.header, body)
+    }
+}
+
 impl Decoder for Codec {
     type Item = Frame;
     type Error = ConnectionError;
 
     fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, ConnectionError> {
-        let Some((header, header_len)) = peek_varint(src)? else {
+        let Some(head) = self.decode_head(src)? else {
             return Ok(None);
         };
-        let Some((len, len_len)) = peek_varint(&src[header_len..])? else {
-            return Ok(None);
-        };
-        if len > MAX_FRAME_BODY as u64 {
-            return Err(ProtocolViolation::FrameTooLarge { len }.into());
-        }
-        let len = len as usize;
-        let frame_len = header_len + len_len + len;
-        if src.len() < frame_len {
+        if src.len() < head.frame_len() {
             // Nothing is reserved for the claimed length: the caller reads more as it comes.
             return Ok(None);
         }
-        src.advance(header_len + len_len);
-        let body = src.split_to(len).freeze();
-        Ok(Some(self.parse(header, body)?))
+        src.advance(head.head_len);
+        let body = src.split_to(head.body_len).freeze();
+        Ok(Some(self.decode_body(head, body)?))
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Frame>, ConnectionError> {
@@ -200,9 +241,36 @@ fn sender_is_initiator(id: StreamId) -> u64 {
 impl Codec {
     fn put_frame(dst: &mut BytesMut, id: StreamId, flag: u64, body: &[u8]) {
         dst.reserve(20 + body.len());
-        put_varint(dst, (id.num() << 3) | flag);
-        put_varint(dst, body.len() as u64);
+        Self::put_head(dst, id, flag, body.len());
         dst.put_slice(body);
+    }
+
+    /// The two varints in front of a body of `body_len` bytes (at most 20 bytes).
+    fn put_head(dst: &mut BytesMut, id: StreamId, flag: u64, body_len: usize) {
+        put_varint(dst, (id.num() << 3) | flag);
+        put_varint(dst, body_len as u64);
+    }
+
+    /// Encodes `frame` into `dst`, except the body of a Data frame longer than `copy_limit`:
+    /// that body is returned, for the caller to send right after `dst`'s bytes without copying.
+    pub(crate) fn encode_split(
+        &mut self,
+        frame: Frame,
+        dst: &mut BytesMut,
+        copy_limit: usize,
+    ) -> Option<Bytes> {
+        match frame {
+            Frame::Data { id, data } if data.len() > copy_limit => {
+                debug_assert!(data.len() <= MAX_FRAME_BODY);
+                dst.reserve(20);
+                Self::put_head(dst, id, sent_flag(id, FLAG_MESSAGE_RECEIVER), data.len());
+                Some(data)
+            }
+            frame => {
+                self.put(frame, dst);
+                None
+            }
+        }
     }
 
     fn put_extension(dst: &mut BytesMut, id: StreamId, op: u64, value: Option<u64>) {
@@ -223,6 +291,13 @@ impl Encoder for Codec {
     type Error = ConnectionError;
 
     fn encode(&mut self, frame: Frame, dst: &mut BytesMut) -> Result<(), ConnectionError> {
+        self.put(frame, dst);
+        Ok(())
+    }
+}
+
+impl Codec {
+    fn put(&self, frame: Frame, dst: &mut BytesMut) {
         match frame {
             Frame::NewStream { id, name } => Self::put_frame(dst, id, FLAG_NEW_STREAM, &name),
             Frame::Data { id, data } => {
@@ -252,6 +327,5 @@ impl Encoder for Codec {
             }
             Frame::UnknownExtension { id, op } => Self::put_extension(dst, id, op, None),
         }
-        Ok(())
     }
 }

@@ -1,16 +1,15 @@
 //! [`Muxer`]: the thin async layer that owns the socket and drives the core.
 
+mod reader;
+mod writer;
+
 use std::{
-    collections::{HashMap, VecDeque},
-    io,
+    collections::HashMap,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, Waker},
 };
 
-use asynchronous_codec::{Decoder, Encoder};
-
-use bytes::BytesMut;
 use futures::{AsyncRead, AsyncWrite};
 use libp2p_core::muxing::{StreamMuxer, StreamMuxerEvent};
 use parking_lot::Mutex;
@@ -19,19 +18,13 @@ use crate::{
     Config,
     codec::Codec,
     core::{Connection, Event},
-    error::{ConnectionError, ProtocolViolation},
+    error::ConnectionError,
     frame::{Mode, StreamId},
     stream::Stream,
 };
+use reader::FrameReader;
+use writer::FrameWriter;
 
-/// How many bytes one read from the socket asks for.
-const READ_CHUNK: usize = 64 * 1024;
-/// The size of a fresh read buffer. Received Data frames are split off it without copying and
-/// keep their part of it alive until the application has read them; a new block is taken only
-/// when the current one is full and still shared.
-const READ_BLOCK: usize = 256 * 1024;
-/// How many encoded bytes are gathered before they are written to the socket.
-const WRITE_BATCH: usize = 256 * 1024;
 /// How many rounds of reading and writing one `poll` does before it yields to other tasks.
 const MAX_ROUNDS_PER_POLL: usize = 64;
 
@@ -178,20 +171,8 @@ enum SocketState {
 /// streams only change shared state and wake the task that polls the muxer.
 pub struct Muxer<C> {
     socket: C,
-    codec: Codec,
-    read_buf: BytesMut,
-    write_buf: BytesMut,
-    /// Bytes encoded into `write_buf` so far, and bytes the socket accepted so far.
-    encoded_bytes: u64,
-    written_bytes: u64,
-    /// After each batch of encoding: how many frames the core had handed out, and where their
-    /// bytes end in the outgoing byte stream. A flush covers the batches whose bytes were all
-    /// written, so a stream's flush completes even while other streams keep the buffer full.
-    encoded_marks: VecDeque<(u64, u64)>,
-    /// Bytes were written since the last flush.
-    needs_flush: bool,
-    /// The peer closed its side of the socket.
-    read_eof: bool,
+    reader: FrameReader,
+    writer: FrameWriter,
     socket_state: SocketState,
     shared: Arc<Mutex<Shared>>,
     mode: Mode,
@@ -214,14 +195,8 @@ where
     pub fn new(socket: C, config: Config, mode: Mode) -> Self {
         Self {
             socket,
-            codec: Codec::new(mode),
-            read_buf: BytesMut::new(),
-            write_buf: BytesMut::new(),
-            encoded_bytes: 0,
-            written_bytes: 0,
-            encoded_marks: VecDeque::new(),
-            needs_flush: false,
-            read_eof: false,
+            reader: FrameReader::new(Codec::new(mode)),
+            writer: FrameWriter::new(Codec::new(mode)),
             socket_state: SocketState::Open,
             shared: Arc::new(Mutex::new(Shared::new(Connection::new(mode, config)))),
             mode,
@@ -253,83 +228,44 @@ where
         shared.core.closed().cloned().unwrap_or(error)
     }
 
-    /// Moves queued frames into the write buffer.
-    fn encode_outgoing(&mut self) -> Result<bool, ConnectionError> {
-        if self.write_buf.len() >= WRITE_BATCH {
-            return Ok(false);
+    /// Moves queued frames into the writer.
+    fn encode_outgoing(&mut self) -> bool {
+        if !self.writer.has_room() {
+            return false;
         }
         let mut shared = self.shared.lock();
-        let before = self.write_buf.len();
-        while self.write_buf.len() < WRITE_BATCH {
+        let mut any = false;
+        while self.writer.has_room() {
             let Some(frame) = shared.core.poll_transmit() else {
                 break;
             };
-            self.codec.encode(frame, &mut self.write_buf)?;
+            tracing::trace!(?frame, "send frame");
+            self.writer.push(frame);
+            any = true;
         }
-        let encoded = self.write_buf.len() - before;
-        if encoded == 0 {
-            return Ok(false);
+        if any {
+            self.writer.mark(shared.core.transmitted());
+            shared.dispatch_events();
         }
-        self.encoded_bytes += encoded as u64;
-        self.encoded_marks
-            .push_back((shared.core.transmitted(), self.encoded_bytes));
-        shared.dispatch_events();
-        Ok(true)
+        any
     }
 
-    /// Writes the write buffer to the socket, then flushes what was written (also when the
-    /// socket took only part of the buffer); true if anything moved.
+    /// Writes encoded frames to the socket and flushes; true if anything moved.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Result<bool, ConnectionError> {
-        let mut progress = false;
-        while !self.write_buf.is_empty() {
-            match Pin::new(&mut self.socket).poll_write(cx, &self.write_buf) {
-                Poll::Ready(Ok(0)) => return Err(io::Error::from(io::ErrorKind::WriteZero).into()),
-                Poll::Ready(Ok(n)) => {
-                    let _ = self.write_buf.split_to(n);
-                    self.written_bytes += n as u64;
-                    self.needs_flush = true;
-                    progress = true;
-                }
-                Poll::Ready(Err(e)) => return Err(e.into()),
-                Poll::Pending => break,
-            }
-        }
-        if self.needs_flush {
-            match Pin::new(&mut self.socket).poll_flush(cx) {
-                Poll::Ready(Ok(())) => {
-                    self.needs_flush = false;
-                    self.on_flushed();
-                    progress = true;
-                }
-                Poll::Ready(Err(e)) => return Err(e.into()),
-                Poll::Pending => {}
-            }
-        }
-        Ok(progress)
-    }
-
-    /// Everything written so far is flushed: tell the core which frames that covers.
-    fn on_flushed(&mut self) {
-        let mut frames = None;
-        while let Some(&(count, end)) = self.encoded_marks.front() {
-            if end > self.written_bytes {
-                break;
-            }
-            frames = Some(count);
-            self.encoded_marks.pop_front();
-        }
-        if let Some(frames) = frames {
+        let progress = self.writer.poll_write_out(&mut self.socket, cx)?;
+        if let Some(frames) = progress.flushed_frames {
             self.shared.lock().on_flushed(frames);
         }
+        Ok(progress.moved)
     }
 
-    /// Feeds the complete frames in the read buffer to the core while it wants them.
+    /// Feeds the complete frames read so far to the core while it wants them.
     /// Returns whether any frame was handled and whether the core wants more.
     fn handle_buffered_frames(&mut self) -> Result<(bool, bool), ConnectionError> {
         let mut shared = self.shared.lock();
         let mut handled = false;
         while shared.core.wants_frames() {
-            let Some(frame) = self.codec.decode(&mut self.read_buf)? else {
+            let Some(frame) = self.reader.next_frame()? else {
                 return Ok((handled, true));
             };
             tracing::trace!(?frame, "received frame");
@@ -341,50 +277,21 @@ where
         Ok((handled, false))
     }
 
-    /// Makes room for one read: reuses the read block once every frame taken from it has been
-    /// released, else moves the partial frame at its end into a fresh block.
-    fn prepare_read_space(&mut self) {
-        let spare = self.read_buf.capacity() - self.read_buf.len();
-        if spare >= READ_CHUNK || self.read_buf.try_reclaim(READ_CHUNK) {
-            return;
-        }
-        let mut fresh = BytesMut::with_capacity(READ_BLOCK.max(self.read_buf.len() + READ_CHUNK));
-        fresh.extend_from_slice(&self.read_buf);
-        self.read_buf = fresh;
-    }
-
-    /// Handles buffered frames, then reads once from the socket; true if anything moved.
+    /// Handles the frames read so far, then reads once from the socket; true if anything moved.
     fn poll_read_in(&mut self, cx: &mut Context<'_>) -> Result<bool, ConnectionError> {
         let (handled, wants_more) = self.handle_buffered_frames()?;
         if !wants_more {
             return Ok(handled);
         }
-        if self.read_eof {
+        if self.reader.is_eof() {
             // Every complete frame was handled and no more bytes will come.
-            return Err(if self.read_buf.is_empty() {
-                ConnectionError::Closed
-            } else {
-                ProtocolViolation::TruncatedFrame.into()
-            });
+            return Err(self.reader.finish());
         }
-        self.prepare_read_space();
-        let start = self.read_buf.len();
-        self.read_buf.resize(start + READ_CHUNK, 0);
-        let read = Pin::new(&mut self.socket).poll_read(cx, &mut self.read_buf[start..]);
-        let n = match read {
-            Poll::Ready(Ok(n)) => n,
-            Poll::Ready(Err(e)) => {
-                self.read_buf.truncate(start);
-                return Err(e.into());
-            }
-            Poll::Pending => {
-                self.read_buf.truncate(start);
-                return Ok(handled);
-            }
-        };
-        self.read_buf.truncate(start + n);
-        self.read_eof = n == 0;
-        Ok(true)
+        match self.reader.poll_fill(&mut self.socket, cx) {
+            Poll::Ready(Ok(())) => Ok(true),
+            Poll::Ready(Err(e)) => Err(e.into()),
+            Poll::Pending => Ok(handled),
+        }
     }
 
     /// Drives the connection: sends queued frames, flushes, reads and handles frames.
@@ -405,7 +312,7 @@ where
         }
         for _ in 0..MAX_ROUNDS_PER_POLL {
             let round = (|| {
-                let encoded = self.encode_outgoing()?;
+                let encoded = self.encode_outgoing();
                 let written = self.poll_write_out(cx)?;
                 let read = if self.socket_state == SocketState::Open {
                     self.poll_read_in(cx)?
@@ -497,10 +404,9 @@ where
         }
         if this.socket_state == SocketState::Closing {
             loop {
-                match this.encode_outgoing().and_then(|_| this.poll_write_out(cx)) {
-                    Ok(_)
-                        if this.write_buf.is_empty() && !this.shared.lock().core.has_transmit() =>
-                    {
+                this.encode_outgoing();
+                match this.poll_write_out(cx) {
+                    Ok(_) if this.writer.is_empty() && !this.shared.lock().core.has_transmit() => {
                         break;
                     }
                     Ok(true) => continue,

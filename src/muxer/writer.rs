@@ -1,0 +1,192 @@
+//! [`FrameWriter`]: frames on their way to the socket.
+//!
+//! Heads and small frames are gathered in one staging buffer; the body of a large Data frame is
+//! queued as its own segment and handed to the socket as it is (vectored write), never copied.
+//! A socket that takes only the first slice of a vectored write (it has no real vectored write)
+//! gets every frame gathered into the staging buffer instead, so that a frame's head is not
+//! sent alone in a tiny packet.
+
+use std::{
+    collections::VecDeque,
+    io::{self, IoSlice},
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures::AsyncWrite;
+
+use crate::{codec::Codec, frame::Frame};
+
+/// How many encoded bytes may wait for the socket before the driver stops taking frames.
+const WRITE_BATCH: usize = 256 * 1024;
+/// Data bodies up to this size are copied into the staging buffer with their head.
+const COPY_LIMIT: usize = 8 * 1024;
+/// The most slices handed to one vectored write.
+const MAX_SLICES: usize = 64;
+
+/// What one [`FrameWriter::poll_write_out`] achieved.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct WriteProgress {
+    /// Bytes went to the socket or a flush completed.
+    pub(crate) moved: bool,
+    /// A flush completed that covers the first this-many frames the core handed out.
+    pub(crate) flushed_frames: Option<u64>,
+}
+
+#[derive(Debug)]
+pub(crate) struct FrameWriter {
+    codec: Codec,
+    /// Encoded bytes ahead of `staging`, in order.
+    segments: VecDeque<Bytes>,
+    staging: BytesMut,
+    /// Bytes in `segments` and `staging`.
+    queued: usize,
+    /// Bytes encoded so far, and bytes the socket accepted so far.
+    encoded_bytes: u64,
+    written_bytes: u64,
+    /// After each batch: how many frames the core had handed out, and where their bytes end in
+    /// the outgoing byte stream. A flush covers the batches whose bytes were all written, so a
+    /// stream's flush completes even while other streams keep the buffer full.
+    marks: VecDeque<(u64, u64)>,
+    needs_flush: bool,
+    /// Whether large bodies are sent as their own slices (until the socket shows that it
+    /// writes only the first slice of a vectored write).
+    vectored: bool,
+}
+
+impl FrameWriter {
+    pub(crate) fn new(codec: Codec) -> Self {
+        Self {
+            codec,
+            segments: VecDeque::new(),
+            staging: BytesMut::new(),
+            queued: 0,
+            encoded_bytes: 0,
+            written_bytes: 0,
+            marks: VecDeque::new(),
+            needs_flush: false,
+            vectored: true,
+        }
+    }
+
+    /// Whether more frames may be encoded now.
+    pub(crate) fn has_room(&self) -> bool {
+        self.queued < WRITE_BATCH
+    }
+
+    /// Whether every encoded byte went to the socket.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.queued == 0
+    }
+
+    /// Encodes one frame behind those already queued.
+    pub(crate) fn push(&mut self, frame: Frame) {
+        let before = self.staging.len();
+        let copy_limit = if self.vectored {
+            COPY_LIMIT
+        } else {
+            usize::MAX
+        };
+        let body = self
+            .codec
+            .encode_split(frame, &mut self.staging, copy_limit);
+        let mut added = self.staging.len() - before;
+        if let Some(body) = body {
+            added += body.len();
+            self.segments.push_back(self.staging.split().freeze());
+            self.segments.push_back(body);
+        }
+        self.queued += added;
+        self.encoded_bytes += added as u64;
+    }
+
+    /// The frames pushed so far are the first `frames` the core handed out.
+    pub(crate) fn mark(&mut self, frames: u64) {
+        self.marks.push_back((frames, self.encoded_bytes));
+    }
+
+    /// Writes what is queued to the socket, then flushes what was written (also when the socket
+    /// took only part of it).
+    pub(crate) fn poll_write_out<S: AsyncWrite + Unpin>(
+        &mut self,
+        socket: &mut S,
+        cx: &mut Context<'_>,
+    ) -> io::Result<WriteProgress> {
+        let mut progress = WriteProgress::default();
+        while self.queued > 0 {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let mut count = 0;
+            for segment in self.segments.iter().take(MAX_SLICES - 1) {
+                slices[count] = IoSlice::new(segment);
+                count += 1;
+            }
+            if !self.staging.is_empty() {
+                slices[count] = IoSlice::new(&self.staging);
+                count += 1;
+            }
+            let first_len = slices[0].len();
+            match Pin::new(&mut *socket).poll_write_vectored(cx, &slices[..count]) {
+                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => {
+                    if count > 1 && n == first_len && self.vectored {
+                        tracing::trace!("socket writes one slice at a time: gathering frames");
+                        self.vectored = false;
+                    }
+                    self.advance(n);
+                    self.needs_flush = true;
+                    progress.moved = true;
+                }
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => break,
+            }
+        }
+        if self.needs_flush {
+            match Pin::new(&mut *socket).poll_flush(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.needs_flush = false;
+                    progress.moved = true;
+                    progress.flushed_frames = self.flushed_frames();
+                }
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => {}
+            }
+        }
+        Ok(progress)
+    }
+
+    /// `n` bytes from the front went to the socket.
+    fn advance(&mut self, mut n: usize) {
+        self.queued -= n;
+        self.written_bytes += n as u64;
+        while n > 0 {
+            match self.segments.front_mut() {
+                Some(front) if front.len() <= n => {
+                    n -= front.len();
+                    self.segments.pop_front();
+                }
+                Some(front) => {
+                    front.advance(n);
+                    n = 0;
+                }
+                None => {
+                    self.staging.advance(n);
+                    n = 0;
+                }
+            }
+        }
+    }
+
+    /// Everything written so far is flushed: how many frames that covers, if it covers more.
+    fn flushed_frames(&mut self) -> Option<u64> {
+        let mut frames = None;
+        while let Some(&(count, end)) = self.marks.front() {
+            if end > self.written_bytes {
+                break;
+            }
+            frames = Some(count);
+            self.marks.pop_front();
+        }
+        frames
+    }
+}
