@@ -448,3 +448,6 @@ impl<C> Drop for Muxer<C> {
         shared.driver = None;
     }
 }
+
+#[cfg(test)]
+mod tests;
