@@ -123,7 +123,7 @@ impl Stream {
         let id = self.id;
         self.shared
             .lock()
-            .stream_call(|core| f(core, id))
+            .stream_call(|core, _| f(core, id))
             .map_err(io::Error::from)
     }
 
@@ -153,10 +153,12 @@ impl AsyncRead for Stream {
         }
         let id = self.id;
         let mut shared = self.shared.lock();
-        match shared.stream_call(|core| core.read(id, buf.len())) {
+        match shared.stream_call(|core, _| core.read(id, buf.len())) {
             Ok(ReadOutcome::Data(data)) => {
-                buf[..data.len()].copy_from_slice(&data);
-                Poll::Ready(Ok(data.len()))
+                let len = data.len();
+                buf[..len].copy_from_slice(&data);
+                shared.pool.recycle(data);
+                Poll::Ready(Ok(len))
             }
             Ok(ReadOutcome::Eof) => Poll::Ready(Ok(0)),
             Ok(ReadOutcome::Blocked) => {
@@ -176,7 +178,7 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         let id = self.id;
         let mut shared = self.shared.lock();
-        match shared.stream_call(|core| core.write(id, buf)) {
+        match shared.stream_call(|core, pool| core.write_with(id, buf, |data| pool.copy(data))) {
             Ok(WriteOutcome::Written(n)) => Poll::Ready(Ok(n)),
             Ok(WriteOutcome::Blocked) => {
                 shared.register_write(id, cx.waker());
@@ -199,7 +201,7 @@ impl Drop for Stream {
     fn drop(&mut self) {
         let id = self.id;
         let mut shared = self.shared.lock();
-        shared.stream_call(|core| core.drop_stream(id));
+        shared.stream_call(|core, _| core.drop_stream(id));
         shared.forget_stream(id);
     }
 }

@@ -245,6 +245,17 @@ impl Connection {
 
     /// Queues up to `buf.len()` bytes on a stream (at most one frame's worth).
     pub fn write(&mut self, id: StreamId, buf: &[u8]) -> Result<WriteOutcome, StreamError> {
+        self.write_with(id, buf, Bytes::copy_from_slice)
+    }
+
+    /// [`Connection::write`], with `copy` making the owned copy of the bytes taken (so that the
+    /// caller can supply the buffer).
+    pub fn write_with(
+        &mut self,
+        id: StreamId,
+        buf: &[u8],
+        copy: impl FnOnce(&[u8]) -> Bytes,
+    ) -> Result<WriteOutcome, StreamError> {
         let mode = self.mode;
         let split = self.config.split_send_size;
         let entry = self.live_entry(id)?;
@@ -278,7 +289,7 @@ impl Connection {
         {
             entry.send_credit -= len as u64;
         }
-        self.queue_data(id, Bytes::copy_from_slice(&buf[..len]));
+        self.queue_data(id, copy(&buf[..len]));
         Ok(WriteOutcome::Written(len))
     }
 

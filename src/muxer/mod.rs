@@ -1,5 +1,6 @@
 //! [`Muxer`]: the thin async layer that owns the socket and drives the core.
 
+mod pool;
 mod reader;
 mod writer;
 
@@ -22,6 +23,7 @@ use crate::{
     frame::{Mode, StreamId},
     stream::Stream,
 };
+use pool::BufferPool;
 use reader::FrameReader;
 use writer::FrameWriter;
 
@@ -40,6 +42,8 @@ struct StreamWakers {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) core: Connection,
+    /// Spent buffers for the next writes and received bodies.
+    pub(crate) pool: BufferPool,
     wakers: HashMap<StreamId, StreamWakers>,
     /// Tasks waiting in a stream's flush (or close) for the socket flush.
     flush_waiters: Vec<Waker>,
@@ -53,6 +57,7 @@ impl Shared {
     fn new(core: Connection) -> Self {
         Self {
             core,
+            pool: BufferPool::default(),
             wakers: HashMap::new(),
             flush_waiters: Vec::new(),
             driver: None,
@@ -114,10 +119,13 @@ impl Shared {
     /// Runs an application call on the core, then wakes whoever it concerns: the driver if the
     /// call queued the first frame to send or let a paused connection read again, and the tasks
     /// waiting on what the core reported.
-    pub(crate) fn stream_call<T>(&mut self, call: impl FnOnce(&mut Connection) -> T) -> T {
+    pub(crate) fn stream_call<T>(
+        &mut self,
+        call: impl FnOnce(&mut Connection, &mut BufferPool) -> T,
+    ) -> T {
         let had_transmit = self.core.has_transmit();
         let was_reading = self.core.wants_frames();
-        let result = call(&mut self.core);
+        let result = call(&mut self.core, &mut self.pool);
         let queued = !had_transmit && self.core.has_transmit();
         let resumed = !was_reading && self.core.wants_frames();
         if queued || resumed {
@@ -234,6 +242,9 @@ where
             return false;
         }
         let mut shared = self.shared.lock();
+        for spent in self.writer.take_spent() {
+            shared.pool.recycle(spent);
+        }
         let mut any = false;
         while self.writer.has_room() {
             let Some(frame) = shared.core.poll_transmit() else {
@@ -262,10 +273,11 @@ where
     /// Feeds the complete frames read so far to the core while it wants them.
     /// Returns whether any frame was handled and whether the core wants more.
     fn handle_buffered_frames(&mut self) -> Result<(bool, bool), ConnectionError> {
-        let mut shared = self.shared.lock();
+        let mut guard = self.shared.lock();
+        let shared = &mut *guard;
         let mut handled = false;
         while shared.core.wants_frames() {
-            let Some(frame) = self.reader.next_frame()? else {
+            let Some(frame) = self.reader.next_frame(&mut shared.pool)? else {
                 return Ok((handled, true));
             };
             tracing::trace!(?frame, "received frame");

@@ -17,6 +17,7 @@ use std::{
 use bytes::BytesMut;
 use futures::AsyncRead;
 
+use super::pool::BufferPool;
 use crate::{
     codec::{Codec, FrameHead},
     error::{ConnectionError, ProtocolViolation},
@@ -38,7 +39,7 @@ const BODY_STEP: usize = 64 * 1024;
 #[derive(Debug)]
 struct PendingBody {
     head: FrameHead,
-    /// Initialised up to its length; filled up to `filled`.
+    /// Initialised up to its length (bytes of an earlier use, or zeros); filled up to `filled`.
     body: BytesMut,
     filled: usize,
 }
@@ -70,7 +71,11 @@ impl FrameReader {
     }
 
     /// The next complete frame among the bytes read so far.
-    pub(crate) fn next_frame(&mut self) -> Result<Option<Frame>, ProtocolViolation> {
+    /// Buffers for bodies come from `pool`.
+    pub(crate) fn next_frame(
+        &mut self,
+        pool: &mut BufferPool,
+    ) -> Result<Option<Frame>, ProtocolViolation> {
         if let Some(pending) = &self.pending {
             if pending.filled < pending.head.body_len {
                 return Ok(None);
@@ -85,7 +90,7 @@ impl FrameReader {
         };
         if available.len() >= head.frame_len() {
             let body = &available[head.head_len..head.frame_len()];
-            let body = bytes::Bytes::copy_from_slice(body);
+            let body = pool.copy(body);
             self.start += head.frame_len();
             self.head_reads = false;
             return self.codec.decode_body(head, body).map(Some);
@@ -95,8 +100,8 @@ impl FrameReader {
             self.head_reads = false;
         } else {
             let arrived = &available[head.head_len..];
-            let mut body = BytesMut::with_capacity(head.body_len.min(BODY_STEP));
-            body.extend_from_slice(arrived);
+            let mut body = pool.filled(head.body_len.min(BODY_STEP));
+            body[..arrived.len()].copy_from_slice(arrived);
             self.pending = Some(PendingBody {
                 head,
                 filled: arrived.len(),

@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use futures::{AsyncRead, AsyncWrite, task::noop_waker_ref};
 use proptest::prelude::*;
 
-use super::{reader::FrameReader, writer::FrameWriter};
+use super::{pool::BufferPool, reader::FrameReader, writer::FrameWriter};
 use crate::{
     codec::Codec,
     error::{ConnectionError, ProtocolViolation},
@@ -133,11 +133,12 @@ fn decode_all(mode: Mode, bytes: &[u8]) -> Vec<Frame> {
 fn read_all(mode: Mode, bytes: Vec<u8>, sizes: Vec<usize>) -> (Vec<Frame>, ConnectionError) {
     let mut socket = ScriptedSocket::new(bytes, sizes, true);
     let mut reader = FrameReader::new(Codec::new(mode));
+    let mut pool = BufferPool::default();
     let mut cx = Context::from_waker(noop_waker_ref());
     let mut frames = Vec::new();
     // Each round reads at least one byte or one script step; the bound ends a broken reader.
     for _ in 0..10_000_000 {
-        while let Some(frame) = reader.next_frame().unwrap() {
+        while let Some(frame) = reader.next_frame(&mut pool).unwrap() {
             frames.push(frame);
         }
         if reader.is_eof() {
@@ -296,7 +297,7 @@ fn a_body_over_one_mebibyte_is_refused_from_its_head_alone() {
     let mut cx = Context::from_waker(noop_waker_ref());
     assert!(reader.poll_fill(&mut socket, &mut cx).is_ready());
     assert!(matches!(
-        reader.next_frame(),
+        reader.next_frame(&mut BufferPool::default()),
         Err(ProtocolViolation::FrameTooLarge { .. })
     ));
 }

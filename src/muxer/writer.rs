@@ -50,6 +50,8 @@ pub(crate) struct FrameWriter {
     /// stream's flush completes even while other streams keep the buffer full.
     marks: VecDeque<(u64, u64)>,
     needs_flush: bool,
+    /// Bodies the socket has taken, for the buffer pool.
+    spent: Vec<Bytes>,
     /// Whether large bodies are sent as their own slices (until the socket shows that it
     /// writes only the first slice of a vectored write).
     vectored: bool,
@@ -66,6 +68,7 @@ impl FrameWriter {
             written_bytes: 0,
             marks: VecDeque::new(),
             needs_flush: false,
+            spent: Vec::new(),
             vectored: true,
         }
     }
@@ -163,7 +166,8 @@ impl FrameWriter {
             match self.segments.front_mut() {
                 Some(front) if front.len() <= n => {
                     n -= front.len();
-                    self.segments.pop_front();
+                    let done = self.segments.pop_front().expect("front exists");
+                    self.spent.push(done);
                 }
                 Some(front) => {
                     front.advance(n);
@@ -175,6 +179,11 @@ impl FrameWriter {
                 }
             }
         }
+    }
+
+    /// The segments the socket has taken since the last call.
+    pub(crate) fn take_spent(&mut self) -> std::vec::Drain<'_, Bytes> {
+        self.spent.drain(..)
     }
 
     /// Everything written so far is flushed: how many frames that covers, if it covers more.

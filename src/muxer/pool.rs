@@ -1,0 +1,98 @@
+//! [`BufferPool`]: a few large buffers kept for reuse.
+//!
+//! Data moves through the muxer in buffers of up to a frame: the copy of a write, the body of a
+//! received frame. Allocating each anew costs a page fault and a zeroing pass per frame once the
+//! allocator hands memory back to the system between frames. The pool keeps a few spent buffers
+//! (written to the socket, or read by the application) and hands them out again. Their contents
+//! stay initialised, so a reused receive buffer needs no zeroing either.
+
+use bytes::{Bytes, BytesMut};
+
+/// How many buffers the pool keeps at most.
+const POOL_BUFFERS: usize = 8;
+/// Buffers smaller than this are not worth keeping (and copies this small are not worth a
+/// pooled buffer).
+const MIN_POOLED: usize = 8 * 1024;
+/// Buffers larger than this are not kept, so that an idle connection holds little.
+const MAX_POOLED: usize = 256 * 1024;
+
+#[derive(Debug, Default)]
+pub(crate) struct BufferPool {
+    free: Vec<BytesMut>,
+}
+
+impl BufferPool {
+    /// A copy of `data`.
+    pub(crate) fn copy(&mut self, data: &[u8]) -> Bytes {
+        if data.len() < MIN_POOLED {
+            return Bytes::copy_from_slice(data);
+        }
+        let mut buf = self.free.pop().unwrap_or_default();
+        buf.clear();
+        buf.extend_from_slice(data);
+        buf.freeze()
+    }
+
+    /// A buffer of `len` bytes, whose contents are to be overwritten.
+    pub(crate) fn filled(&mut self, len: usize) -> BytesMut {
+        let Some(mut buf) = self.free.pop() else {
+            return BytesMut::zeroed(len);
+        };
+        if buf.len() >= len {
+            buf.truncate(len);
+        } else {
+            buf.resize(len, 0);
+        }
+        buf
+    }
+
+    /// Takes back a buffer nobody else holds.
+    pub(crate) fn recycle(&mut self, bytes: Bytes) {
+        if self.free.len() >= POOL_BUFFERS || bytes.len() < MIN_POOLED {
+            return;
+        }
+        if let Ok(buf) = bytes.try_into_mut()
+            && buf.capacity() <= MAX_POOLED
+        {
+            self.free.push(buf);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recycled_buffer_is_reused_without_reallocating() {
+        let mut pool = BufferPool::default();
+        let first = pool.copy(&[1u8; 64 * 1024]);
+        let address = first.as_ptr();
+        pool.recycle(first);
+        let second = pool.filled(64 * 1024);
+        assert_eq!(second.as_ptr(), address);
+        // The old contents are still there: no zeroing pass.
+        assert_eq!(second[100], 1);
+    }
+
+    #[test]
+    fn shared_small_and_huge_buffers_are_not_kept() {
+        let mut pool = BufferPool::default();
+        let shared = pool.copy(&[0u8; 64 * 1024]);
+        let other = shared.clone();
+        pool.recycle(shared);
+        pool.recycle(Bytes::copy_from_slice(&[0u8; 100]));
+        pool.recycle(Bytes::from(vec![0u8; 2 * MAX_POOLED]));
+        assert!(pool.free.is_empty());
+        drop(other);
+    }
+
+    #[test]
+    fn the_pool_keeps_a_bounded_number_of_buffers() {
+        let mut pool = BufferPool::default();
+        for _ in 0..3 * POOL_BUFFERS {
+            pool.recycle(Bytes::from(vec![0u8; MIN_POOLED]));
+        }
+        assert_eq!(pool.free.len(), POOL_BUFFERS);
+    }
+}
