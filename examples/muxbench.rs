@@ -1,18 +1,27 @@
-//! Side-by-side throughput of muxers on one machine, alternating round by round so that drift
-//! cancels: `cargo run --release --example muxbench [-- --rounds N --mib N]`.
+//! Side-by-side comparison of muxers on one machine, alternating them round by round so that
+//! machine drift cancels:
 //!
-//! Every muxer is driven through `StreamMuxer`, with its default config, over an in-memory pipe
-//! (256 KiB) and over TCP on 127.0.0.1 with nodelay, no security.
+//! ```sh
+//! cargo run --release --example muxbench                      # the full table
+//! cargo run --release --example muxbench -- --rounds 3 --mib 64 --json out.json --svg streams.svg
+//! cargo run --release --example muxbench -- --only "TCP" --muxers "ours,yamux"
+//! ```
+//!
+//! Every muxer is driven through `StreamMuxer` with its default config, over an in-memory pipe
+//! (256 KiB) and over TCP on 127.0.0.1 with nodelay and no security, on a runtime with 2 worker
+//! threads. Each cell is the median of the rounds; the last column is ours (extension mode)
+//! against the best of libp2p-mplex and libp2p-yamux, where above 1 means faster for throughput
+//! and below 1 means faster for latency.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use std::time::{Duration, Instant};
+use std::{fmt::Write as _, sync::Arc, time::Instant};
 
 use common::drive;
 use futures::{AsyncReadExt, AsyncWriteExt, future};
 use libp2p_core::{
-    muxing::StreamMuxerBox,
+    muxing::{StreamMuxerBox, SubstreamBox},
     upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade},
 };
 use libp2p_mplex_halfclose::{Config, EXTENSION_PROTOCOL, MPLEX_PROTOCOL};
@@ -46,6 +55,10 @@ impl Muxer {
             Muxer::Yamux => "libp2p-yamux 0.48",
         }
     }
+
+    fn is_peer(self) -> bool {
+        matches!(self, Muxer::LibMplex | Muxer::Yamux)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,66 +77,57 @@ async fn sockets(link: Link) -> (Box<dyn Socket>, Box<dyn Socket>) {
             (Box::new(a.compat()), Box::new(b.compat()))
         }
         Link::Tcp => {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("address");
             let (a, b) = future::join(TcpStream::connect(addr), listener.accept()).await;
-            let (a, (b, _)) = (a.unwrap(), b.unwrap());
-            a.set_nodelay(true).unwrap();
-            b.set_nodelay(true).unwrap();
+            let (a, (b, _)) = (a.expect("connect"), b.expect("accept"));
+            a.set_nodelay(true).expect("nodelay");
+            b.set_nodelay(true).expect("nodelay");
             (Box::new(a.compat()), Box::new(b.compat()))
         }
     }
 }
 
-async fn muxers(
+/// Upgrades both ends of a connection with the same muxer config, as the transport would.
+async fn upgrade<U>(config: U, protocol: &'static str, a: Box<dyn Socket>, b: Box<dyn Socket>) -> (StreamMuxerBox, StreamMuxerBox)
+where
+    U: OutboundConnectionUpgrade<Box<dyn Socket>, Info = &'static str>
+        + InboundConnectionUpgrade<Box<dyn Socket>, Info = &'static str, Output = <U as OutboundConnectionUpgrade<Box<dyn Socket>>>::Output>
+        + Clone,
+    <U as OutboundConnectionUpgrade<Box<dyn Socket>>>::Output: libp2p_core::muxing::StreamMuxer + Send + 'static,
+    <<U as OutboundConnectionUpgrade<Box<dyn Socket>>>::Output as libp2p_core::muxing::StreamMuxer>::Substream: Send + 'static,
+    <<U as OutboundConnectionUpgrade<Box<dyn Socket>>>::Output as libp2p_core::muxing::StreamMuxer>::Error: Send + Sync + 'static,
+    <U as OutboundConnectionUpgrade<Box<dyn Socket>>>::Error: std::fmt::Debug,
+    <U as InboundConnectionUpgrade<Box<dyn Socket>>>::Error: std::fmt::Debug,
+{
+    let (x, y) = future::join(
+        config.clone().upgrade_outbound(a, protocol),
+        config.upgrade_inbound(b, protocol),
+    )
+    .await;
+    (
+        StreamMuxerBox::new(x.expect("outbound upgrade")),
+        StreamMuxerBox::new(y.expect("inbound upgrade")),
+    )
+}
+
+/// A connection of `kind` over `link`, each side driven by its own task.
+async fn connection(
     kind: Muxer,
-    a: Box<dyn Socket>,
-    b: Box<dyn Socket>,
-) -> (StreamMuxerBox, StreamMuxerBox) {
-    match kind {
-        Muxer::OursExtension | Muxer::OursPlain => {
-            let info = if kind == Muxer::OursExtension {
-                EXTENSION_PROTOCOL
-            } else {
-                MPLEX_PROTOCOL
-            };
-            let config = Config::default();
-            let (x, y) = future::join(
-                config.clone().upgrade_outbound(a, info),
-                config.upgrade_inbound(b, info),
-            )
-            .await;
-            (
-                StreamMuxerBox::new(x.unwrap()),
-                StreamMuxerBox::new(y.unwrap()),
-            )
-        }
-        Muxer::LibMplex => {
-            let c = libp2p_mplex::Config::default();
-            let (x, y) = future::join(
-                c.clone().upgrade_outbound(a, "/mplex/6.7.0"),
-                c.upgrade_inbound(b, "/mplex/6.7.0"),
-            )
-            .await;
-            (
-                StreamMuxerBox::new(x.unwrap()),
-                StreamMuxerBox::new(y.unwrap()),
-            )
-        }
-        Muxer::Yamux => {
-            let c = libp2p_yamux::Config::default();
-            let (x, y) = future::join(
-                c.clone().upgrade_outbound(a, "/yamux/1.0.0"),
-                c.upgrade_inbound(b, "/yamux/1.0.0"),
-            )
-            .await;
-            (
-                StreamMuxerBox::new(x.unwrap()),
-                StreamMuxerBox::new(y.unwrap()),
-            )
-        }
+    link: Link,
+) -> (
+    Arc<common::Driven<SubstreamBox>>,
+    common::Driven<SubstreamBox>,
+) {
+    let (a, b) = sockets(link).await;
+    let (a, b) = match kind {
+        Muxer::OursExtension => upgrade(Config::default(), EXTENSION_PROTOCOL, a, b).await,
+        Muxer::OursPlain => upgrade(Config::default(), MPLEX_PROTOCOL, a, b).await,
+        Muxer::LibMplex => upgrade(libp2p_mplex::Config::default(), "/mplex/6.7.0", a, b).await,
+        Muxer::Yamux => upgrade(libp2p_yamux::Config::default(), "/yamux/1.0.0", a, b).await,
         Muxer::None => unreachable!("no muxer has no streams"),
-    }
+    };
+    (Arc::new(drive(a)), drive(b))
 }
 
 const CHUNK: usize = 64 * 1024;
@@ -133,139 +137,577 @@ async fn send(mut w: impl futures::AsyncWrite + Unpin, bytes: usize) {
     let mut left = bytes;
     while left > 0 {
         let n = left.min(CHUNK);
-        w.write_all(&chunk[..n]).await.unwrap();
+        w.write_all(&chunk[..n]).await.expect("write");
         left -= n;
     }
-    w.close().await.unwrap();
+    w.close().await.expect("close");
 }
 
 async fn receive(mut r: impl futures::AsyncRead + Unpin) -> usize {
     let mut buf = vec![0u8; CHUNK];
     let mut total = 0;
     loop {
-        match r.read(&mut buf).await.unwrap() {
+        match r.read(&mut buf).await.expect("read") {
             0 => return total,
             n => total += n,
         }
     }
 }
 
-/// `streams` streams each carrying `bytes_each` from one side to the other; returns the total
-/// time and the slowest/fastest stream completion ratio.
-async fn transfer(kind: Muxer, link: Link, streams: usize, bytes_each: usize) -> (Duration, f64) {
-    let (a, b) = sockets(link).await;
-    if kind == Muxer::None {
-        let start = Instant::now();
-        let (_, got) = future::join(send(a, bytes_each * streams), receive(b)).await;
-        assert_eq!(got, bytes_each * streams);
-        return (start.elapsed(), 1.0);
+/// What one case measures, and which way is better.
+#[derive(Debug, Clone, Copy)]
+enum Case {
+    /// `streams` streams at once, each carrying `bytes_each` one way: MiB/s, and the ratio of
+    /// the slowest stream's completion time to the fastest's.
+    Throughput { streams: usize, bytes_each: usize },
+    /// Open a stream, send 64 B, close writing, read the 64 B answer to EOF: µs, median.
+    RequestResponse { requests: usize },
+    /// Open a stream, send 1 byte, close it from both sides, 8 streams at a time: µs per stream.
+    /// (The byte is there because yamux announces a stream with its first data: a stream
+    /// closed before any data never reaches the listener.)
+    OpenClose { streams: usize },
+}
+
+impl Case {
+    fn higher_is_better(self) -> bool {
+        matches!(self, Case::Throughput { .. })
     }
-    let (a, b) = muxers(kind, a, b).await;
-    let client = std::sync::Arc::new(drive(a));
-    let mut server = drive(b);
+
+    fn unit(self) -> &'static str {
+        match self {
+            Case::Throughput { .. } => "MiB/s",
+            Case::RequestResponse { .. } | Case::OpenClose { .. } => "µs",
+        }
+    }
+}
+
+/// One measurement: the value and, for many streams, the slowest/fastest ratio.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    value: f64,
+    fairness: Option<f64>,
+}
+
+async fn run(case: Case, kind: Muxer, link: Link) -> Option<Sample> {
+    match case {
+        Case::Throughput {
+            streams,
+            bytes_each,
+        } => Some(throughput(kind, link, streams, bytes_each).await),
+        Case::RequestResponse { requests } => Some(request_response(kind, link, requests).await),
+        Case::OpenClose { streams } if kind != Muxer::None => {
+            Some(open_close(kind, link, streams).await)
+        }
+        Case::OpenClose { .. } => None,
+    }
+}
+
+async fn throughput(kind: Muxer, link: Link, streams: usize, bytes_each: usize) -> Sample {
+    let total = streams * bytes_each;
+    let mib = total as f64 / (1 << 20) as f64;
+    if kind == Muxer::None {
+        let (a, b) = sockets(link).await;
+        let start = Instant::now();
+        let (_, got) = future::join(send(a, total), receive(b)).await;
+        assert_eq!(got, total);
+        return Sample {
+            value: mib / start.elapsed().as_secs_f64(),
+            fairness: None,
+        };
+    }
+    let (client, mut server) = connection(kind, link).await;
     let start = Instant::now();
     let receivers = tokio::spawn(async move {
         let mut tasks = Vec::new();
         for _ in 0..streams {
             let s = server.accept().await;
-            tasks.push(tokio::spawn(async move {
-                let n = receive(s).await;
-                (n, start.elapsed())
-            }));
+            tasks.push(tokio::spawn(
+                async move { (receive(s).await, start.elapsed()) },
+            ));
         }
-        let mut out = Vec::new();
-        for t in tasks {
-            out.push(t.await.unwrap());
-        }
-        out
+        future::join_all(tasks)
+            .await
+            .into_iter()
+            .map(|r| r.expect("receiver"))
+            .collect::<Vec<_>>()
     });
     for _ in 0..streams {
         let client = client.clone();
-        tokio::spawn(async move {
-            let s = client.open().await;
-            send(s, bytes_each).await;
-        });
+        tokio::spawn(async move { send(client.open().await, bytes_each).await });
     }
-    let done = receivers.await.unwrap();
+    let done = receivers.await.expect("receivers");
     let elapsed = start.elapsed();
-    assert!(done.iter().all(|(n, _)| *n == bytes_each));
+    assert!(
+        done.iter().all(|(n, _)| *n == bytes_each),
+        "every byte arrives"
+    );
     let times: Vec<f64> = done.iter().map(|(_, t)| t.as_secs_f64()).collect();
-    let fastest = times.iter().cloned().fold(f64::MAX, f64::min);
-    let slowest = times.iter().cloned().fold(0.0, f64::max);
-    (elapsed, slowest / fastest)
+    let fastest = times.iter().copied().fold(f64::MAX, f64::min);
+    let slowest = times.iter().copied().fold(0.0, f64::max);
+    Sample {
+        value: mib / elapsed.as_secs_f64(),
+        fairness: (streams > 1).then_some(slowest / fastest),
+    }
+}
+
+async fn request_response(kind: Muxer, link: Link, requests: usize) -> Sample {
+    let mut latencies = Vec::with_capacity(requests);
+    if kind == Muxer::None {
+        // One connection, 64 B each way per round trip (no stream to open or close).
+        let (mut a, mut b) = sockets(link).await;
+        let echo = tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            while b.read_exact(&mut buf).await.is_ok() {
+                b.write_all(&buf).await.expect("answer");
+                b.flush().await.expect("flush");
+            }
+        });
+        let mut buf = [0u8; 64];
+        for _ in 0..requests {
+            let start = Instant::now();
+            a.write_all(&[1u8; 64]).await.expect("request");
+            a.flush().await.expect("flush");
+            a.read_exact(&mut buf).await.expect("answer");
+            latencies.push(start.elapsed().as_secs_f64() * 1e6);
+        }
+        drop(a);
+        echo.await.expect("echo");
+        return Sample {
+            value: median(latencies),
+            fairness: None,
+        };
+    }
+    let (client, mut server) = connection(kind, link).await;
+    let echo = tokio::spawn(async move {
+        for _ in 0..requests {
+            let mut s = server.accept().await;
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                s.read_to_end(&mut request).await.expect("request");
+                s.write_all(&request).await.expect("answer");
+                s.close().await.expect("close answer");
+            });
+        }
+    });
+    for _ in 0..requests {
+        let start = Instant::now();
+        let mut s = client.open().await;
+        s.write_all(&[1u8; 64]).await.expect("request");
+        s.close().await.expect("close request");
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).await.expect("answer");
+        assert_eq!(answer.len(), 64);
+        latencies.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    echo.await.expect("echo");
+    Sample {
+        value: median(latencies),
+        fairness: None,
+    }
+}
+
+async fn open_close(kind: Muxer, link: Link, streams: usize) -> Sample {
+    const IN_FLIGHT: usize = 8;
+    let (client, mut server) = connection(kind, link).await;
+    let acceptor = tokio::spawn(async move {
+        for _ in 0..streams {
+            let mut s = server.accept().await;
+            tokio::spawn(async move {
+                s.close().await.expect("close");
+                let mut byte = Vec::new();
+                s.read_to_end(&mut byte).await.expect("EOF");
+            });
+        }
+    });
+    let start = Instant::now();
+    let openers = (0..IN_FLIGHT).map(|i| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            for _ in (i..streams).step_by(IN_FLIGHT) {
+                let mut s = client.open().await;
+                s.write_all(&[1]).await.expect("write");
+                s.close().await.expect("close");
+                let _ = s.read(&mut [0u8; 1]).await.expect("EOF");
+            }
+        })
+    });
+    for opener in future::join_all(openers).await {
+        opener.expect("opener");
+    }
+    acceptor.await.expect("acceptor");
+    Sample {
+        value: start.elapsed().as_secs_f64() * 1e6 / streams as f64,
+        fairness: None,
+    }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
 
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+struct Args {
+    rounds: usize,
+    mib: usize,
+    only: Option<String>,
+    muxers: Option<String>,
+    json: Option<String>,
+    svg: Option<String>,
 }
 
-fn text_arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    let i = args.iter().position(|a| a == name)?;
-    args.get(i + 1).cloned()
+impl Args {
+    fn parse() -> Self {
+        let args: Vec<String> = std::env::args().collect();
+        let value = |name: &str| {
+            args.iter()
+                .position(|a| a == name)
+                .and_then(|i| args.get(i + 1))
+                .cloned()
+        };
+        let number =
+            |name: &str, default| value(name).and_then(|v| v.parse().ok()).unwrap_or(default);
+        Self {
+            rounds: number("--rounds", 5),
+            mib: number("--mib", 256),
+            only: value("--only"),
+            muxers: value("--muxers"),
+            json: value("--json"),
+            svg: value("--svg"),
+        }
+    }
+
+    fn selects(&self, muxer: Muxer) -> bool {
+        let Some(list) = &self.muxers else {
+            return true;
+        };
+        list.split(',')
+            .any(|part| muxer.name().contains(part.trim()))
+    }
+}
+
+/// One row of the table: a case on a link, with every muxer's median.
+struct Row {
+    name: String,
+    case: Case,
+    medians: Vec<Option<Sample>>,
+}
+
+impl Row {
+    /// Ours (extension) against the best peer measured.
+    fn ratio(&self) -> Option<f64> {
+        let ours = self.medians[1]?.value;
+        let peers = Muxer::ALL
+            .iter()
+            .zip(&self.medians)
+            .filter(|(m, _)| m.is_peer())
+            .filter_map(|(_, s)| s.map(|s| s.value));
+        let best = if self.case.higher_is_better() {
+            peers.fold(f64::NAN, f64::max)
+        } else {
+            peers.fold(f64::NAN, f64::min)
+        };
+        best.is_finite().then_some(ours / best)
+    }
+}
+
+fn measure(
+    runtime: &tokio::runtime::Runtime,
+    args: &Args,
+    name: String,
+    case: Case,
+    link: Link,
+) -> Row {
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); Muxer::ALL.len()];
+    for round in 0..args.rounds {
+        // Rotate the order each round so that no muxer always runs first.
+        for offset in 0..Muxer::ALL.len() {
+            let i = (round + offset) % Muxer::ALL.len();
+            if !args.selects(Muxer::ALL[i]) {
+                continue;
+            }
+            if let Some(sample) = runtime.block_on(run(case, Muxer::ALL[i], link)) {
+                samples[i].push(sample);
+            }
+        }
+    }
+    let medians = samples
+        .into_iter()
+        .map(|s| {
+            (!s.is_empty()).then(|| Sample {
+                value: median(s.iter().map(|s| s.value).collect()),
+                fairness: s[0]
+                    .fairness
+                    .map(|_| median(s.iter().filter_map(|s| s.fairness).collect())),
+            })
+        })
+        .collect();
+    Row {
+        name,
+        case,
+        medians,
+    }
+}
+
+fn print_row(row: &Row) {
+    print!("{:<34}", row.name);
+    for sample in &row.medians {
+        let cell = match sample {
+            None => "–".to_string(),
+            Some(Sample {
+                value,
+                fairness: Some(f),
+            }) => format!("{value:.0} ({f:.2})"),
+            Some(Sample {
+                value,
+                fairness: None,
+            }) if *value < 100.0 => format!("{value:.1}"),
+            Some(Sample {
+                value,
+                fairness: None,
+            }) => format!("{value:.0}"),
+        };
+        print!("{cell:>20}");
+    }
+    match row.ratio() {
+        Some(r) => println!("{r:>12.2}"),
+        None => println!("{:>12}", "–"),
+    }
+}
+
+fn json(rows: &[Row], sweep: &[Row], args: &Args) -> String {
+    let row_json = |row: &Row| {
+        let mut out = format!(
+            "{{\"test\":{:?},\"unit\":{:?},\"results\":{{",
+            row.name,
+            row.case.unit()
+        );
+        let cells: Vec<String> = Muxer::ALL
+            .iter()
+            .zip(&row.medians)
+            .filter_map(|(m, s)| {
+                let s = (*s)?;
+                let fairness = s.fairness.map_or("null".to_string(), |f| format!("{f:.3}"));
+                Some(format!(
+                    "{:?}:{{\"median\":{:.3},\"slowest_over_fastest\":{fairness}}}",
+                    m.name(),
+                    s.value
+                ))
+            })
+            .collect();
+        out += &cells.join(",");
+        let ratio = row
+            .ratio()
+            .map_or("null".to_string(), |r| format!("{r:.3}"));
+        let _ = write!(out, "}},\"ours_over_best_peer\":{ratio}}}");
+        out
+    };
+    let tests: Vec<String> = rows.iter().map(row_json).collect();
+    let sweep: Vec<String> = sweep.iter().map(row_json).collect();
+    format!(
+        "{{\"rounds\":{},\"mib\":{},\"tests\":[{}],\"streams_sweep\":[{}]}}\n",
+        args.rounds,
+        args.mib,
+        tests.join(","),
+        sweep.join(",")
+    )
+}
+
+/// A line chart of throughput against the number of streams, one line per muxer.
+fn svg(sweep: &[(usize, Row)]) -> String {
+    let (width, height, left, bottom, top, right) = (800.0, 440.0, 70.0, 50.0, 40.0, 190.0);
+    let plot_w = width - left - right;
+    let plot_h = height - top - bottom;
+    // The no-muxer baseline (one plain pipe) is in the table; here it would flatten the rest.
+    let muxed = |m: usize| Muxer::ALL[m] != Muxer::None;
+    let top_value = sweep
+        .iter()
+        .flat_map(|(_, row)| {
+            row.medians
+                .iter()
+                .enumerate()
+                .filter(|(m, _)| muxed(*m))
+                .filter_map(|(_, s)| s.map(|s| s.value))
+        })
+        .fold(1.0, f64::max);
+    let step = 10f64.powf(top_value.log10().floor()) / 2.0;
+    let max = (top_value / step).ceil() * step;
+    let n = sweep.len().max(2) as f64 - 1.0;
+    let x = |i: usize| left + plot_w * i as f64 / n;
+    let y = |v: f64| top + plot_h * (1.0 - v / max);
+    let colours = ["#999999", "#d62728", "#ff7f0e", "#2ca02c", "#1f77b4"];
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"18\" text-anchor=\"middle\" font-size=\"14\">Throughput over a 256 KiB memory pipe against the number of streams (MiB/s, median)</text>\n",
+        width / 2.0
+    );
+    let ticks = (max / step).round() as usize;
+    for tick in 0..=ticks {
+        let v = step * tick as f64;
+        let _ = writeln!(
+            out,
+            "<line x1=\"{left}\" x2=\"{right_edge}\" y1=\"{line_y}\" y2=\"{line_y}\" stroke=\"#dddddd\"/><text x=\"{label_x}\" y=\"{label_y}\" text-anchor=\"end\">{v:.0}</text>",
+            right_edge = left + plot_w,
+            line_y = y(v),
+            label_x = left - 6.0,
+            label_y = y(v) + 4.0
+        );
+    }
+    for (i, (streams, _)) in sweep.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{streams}</text>",
+            x(i),
+            top + plot_h + 18.0
+        );
+    }
+    let _ = writeln!(
+        out,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">streams at once</text>",
+        left + plot_w / 2.0,
+        height - 8.0
+    );
+    for (m, muxer) in Muxer::ALL.iter().enumerate().filter(|(m, _)| muxed(*m)) {
+        let points: Vec<String> = sweep
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, row))| {
+                row.medians[m].map(|s| format!("{:.1},{:.1}", x(i), y(s.value)))
+            })
+            .collect();
+        if points.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "<polyline fill=\"none\" stroke=\"{}\" stroke-width=\"2\" points=\"{}\"/>",
+            colours[m],
+            points.join(" ")
+        );
+        let ly = top + 20.0 * m.saturating_sub(1) as f64 + 10.0;
+        let _ = writeln!(
+            out,
+            "<line x1=\"{0}\" x2=\"{1}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{2}\" stroke-width=\"3\"/><text x=\"{3}\" y=\"{4}\">{5}</text>",
+            left + plot_w + 15.0,
+            left + plot_w + 35.0,
+            colours[m],
+            left + plot_w + 40.0,
+            ly + 4.0,
+            muxer.name()
+        );
+    }
+    out + "</svg>\n"
 }
 
 fn main() {
-    let only = text_arg("--only");
-    let muxers_arg = text_arg("--muxers");
-    let rounds = arg("--rounds", 5);
-    let mib = arg("--mib", 256);
+    let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap();
-    let tests: [(&str, Link, usize, usize); 4] = [
-        ("1 stream, memory pipe", Link::Memory, 1, mib << 20),
-        ("1 stream, TCP", Link::Tcp, 1, mib << 20),
-        ("64 streams, memory pipe", Link::Memory, 64, 4 << 20),
-        ("64 streams, TCP", Link::Tcp, 64, 4 << 20),
+        .expect("runtime");
+    let mib = args.mib << 20;
+    let cases = [
+        (
+            "1 stream, memory pipe",
+            Link::Memory,
+            Case::Throughput {
+                streams: 1,
+                bytes_each: mib,
+            },
+        ),
+        (
+            "1 stream, TCP",
+            Link::Tcp,
+            Case::Throughput {
+                streams: 1,
+                bytes_each: mib,
+            },
+        ),
+        (
+            "64 streams, memory pipe",
+            Link::Memory,
+            Case::Throughput {
+                streams: 64,
+                bytes_each: (mib / 64).max(1),
+            },
+        ),
+        (
+            "64 streams, TCP",
+            Link::Tcp,
+            Case::Throughput {
+                streams: 64,
+                bytes_each: (mib / 64).max(1),
+            },
+        ),
+        (
+            "request/response, memory pipe",
+            Link::Memory,
+            Case::RequestResponse { requests: 2000 },
+        ),
+        (
+            "request/response, TCP",
+            Link::Tcp,
+            Case::RequestResponse { requests: 2000 },
+        ),
+        (
+            "open+close, memory pipe",
+            Link::Memory,
+            Case::OpenClose { streams: 4000 },
+        ),
+        (
+            "open+close, TCP",
+            Link::Tcp,
+            Case::OpenClose { streams: 4000 },
+        ),
     ];
-    println!("medians of {rounds} alternating rounds, MiB/s (slowest/fastest stream)\n");
-    print!("{:<26}", "test");
+    println!(
+        "medians of {} alternating rounds; MiB/s (slowest/fastest stream) or µs; last column: ours (extension) / best peer\n",
+        args.rounds
+    );
+    print!("{:<34}", "test");
     for m in Muxer::ALL {
-        print!("{:>22}", m.name());
+        print!("{:>20}", m.name());
     }
-    println!("{:>16}", "ours/best peer");
-    for (name, link, streams, bytes_each) in tests {
-        if only.as_deref().is_some_and(|o| !name.contains(o)) {
+    println!("{:>12}", "ours/best");
+    let mut rows = Vec::new();
+    for (name, link, case) in cases {
+        if args.only.as_deref().is_some_and(|o| !name.contains(o)) {
             continue;
         }
-        let mut rates = vec![Vec::new(); Muxer::ALL.len()];
-        let mut fairness = vec![Vec::new(); Muxer::ALL.len()];
-        for _ in 0..rounds {
-            for (i, m) in Muxer::ALL.iter().enumerate() {
-                if muxers_arg.as_deref().is_some_and(|o| !m.name().contains(o)) {
-                    rates[i].push(f64::NAN);
-                    fairness[i].push(f64::NAN);
-                    continue;
-                }
-                let (t, fair) = runtime.block_on(transfer(*m, link, streams, bytes_each));
-                rates[i].push((streams * bytes_each) as f64 / (1 << 20) as f64 / t.as_secs_f64());
-                fairness[i].push(fair);
-            }
+        let row = measure(&runtime, &args, name.to_string(), case, link);
+        print_row(&row);
+        rows.push(row);
+    }
+    let mut sweep = Vec::new();
+    if args.svg.is_some() || args.json.is_some() {
+        println!(
+            "\nthroughput against the number of streams, memory pipe, {} MiB in all:",
+            args.mib
+        );
+        for streams in [1, 2, 4, 8, 16, 32, 64, 100] {
+            let case = Case::Throughput {
+                streams,
+                bytes_each: (mib / streams).max(1),
+            };
+            let row = measure(
+                &runtime,
+                &args,
+                format!("{streams} streams"),
+                case,
+                Link::Memory,
+            );
+            print_row(&row);
+            sweep.push((streams, row));
         }
-        let med: Vec<f64> = rates.into_iter().map(median).collect();
-        let fair: Vec<f64> = fairness.into_iter().map(median).collect();
-        print!("{name:<26}");
-        for (r, f) in med.iter().zip(&fair) {
-            if streams > 1 {
-                print!("{:>22}", format!("{r:.0} ({f:.2})"));
-            } else {
-                print!("{r:>22.0}");
-            }
-        }
-        let best_peer = med[3].max(med[4]);
-        println!("{:>16.2}", med[1] / best_peer);
+    }
+    if let Some(path) = &args.svg {
+        std::fs::write(path, svg(&sweep)).expect("write the SVG");
+        println!("\nplot written to {path}");
+    }
+    if let Some(path) = &args.json {
+        let sweep_rows: Vec<Row> = sweep.into_iter().map(|(_, row)| row).collect();
+        std::fs::write(path, json(&rows, &sweep_rows, &args)).expect("write the JSON");
+        println!("results written to {path}");
     }
 }

@@ -9,7 +9,7 @@
 use bytes::{Bytes, BytesMut};
 
 /// How many buffers the pool keeps at most.
-const POOL_BUFFERS: usize = 8;
+const POOL_BUFFERS: usize = 4;
 /// Buffers smaller than this are not worth keeping (and copies this small are not worth a
 /// pooled buffer).
 const MIN_POOLED: usize = 8 * 1024;
