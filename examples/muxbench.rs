@@ -4,7 +4,7 @@
 //! ```sh
 //! cargo run --release --example muxbench                      # the full table
 //! cargo run --release --example muxbench -- --rounds 3 --mib 64 --json out.json --svg streams.svg
-//! cargo run --release --example muxbench -- --only "TCP" --muxers "ours,yamux"
+//! cargo run --release --example muxbench -- --only "TCP" --muxers "ours,yamux" --threads 1
 //! ```
 //!
 //! Every muxer is driven through `StreamMuxer` with its default config, over an in-memory pipe
@@ -70,45 +70,44 @@ enum Link {
 trait Socket: futures::AsyncRead + futures::AsyncWrite + Unpin + Send + 'static {}
 impl<T: futures::AsyncRead + futures::AsyncWrite + Unpin + Send + 'static> Socket for T {}
 
-async fn sockets(link: Link) -> (Box<dyn Socket>, Box<dyn Socket>) {
-    match link {
-        Link::Memory => {
-            let (a, b) = tokio::io::duplex(256 * 1024);
-            (Box::new(a.compat()), Box::new(b.compat()))
-        }
-        Link::Tcp => {
-            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            let addr = listener.local_addr().expect("address");
-            let (a, b) = future::join(TcpStream::connect(addr), listener.accept()).await;
-            let (a, (b, _)) = (a.expect("connect"), b.expect("accept"));
-            a.set_nodelay(true).expect("nodelay");
-            b.set_nodelay(true).expect("nodelay");
-            (Box::new(a.compat()), Box::new(b.compat()))
-        }
-    }
+fn sockets(link: Link) -> future::BoxFuture<'static, (Box<dyn Socket>, Box<dyn Socket>)> {
+    Box::pin(async move {
+        let pair: (Box<dyn Socket>, Box<dyn Socket>) = match link {
+            Link::Memory => {
+                let (a, b) = tokio::io::duplex(256 * 1024);
+                (Box::new(a.compat()), Box::new(b.compat()))
+            }
+            Link::Tcp => {
+                let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                let addr = listener.local_addr().expect("address");
+                let (a, b) = future::join(TcpStream::connect(addr), listener.accept()).await;
+                let (a, (b, _)) = (a.expect("connect"), b.expect("accept"));
+                a.set_nodelay(true).expect("nodelay");
+                b.set_nodelay(true).expect("nodelay");
+                (
+                    Box::new(a.compat()) as Box<dyn Socket>,
+                    Box::new(b.compat()) as Box<dyn Socket>,
+                )
+            }
+        };
+        pair
+    })
 }
 
 /// Upgrades both ends of a connection with the same muxer config, as the transport would.
-async fn upgrade<U>(config: U, protocol: &'static str, a: Box<dyn Socket>, b: Box<dyn Socket>) -> (StreamMuxerBox, StreamMuxerBox)
-where
-    U: OutboundConnectionUpgrade<Box<dyn Socket>, Info = &'static str>
-        + InboundConnectionUpgrade<Box<dyn Socket>, Info = &'static str, Output = <U as OutboundConnectionUpgrade<Box<dyn Socket>>>::Output>
-        + Clone,
-    <U as OutboundConnectionUpgrade<Box<dyn Socket>>>::Output: libp2p_core::muxing::StreamMuxer + Send + 'static,
-    <<U as OutboundConnectionUpgrade<Box<dyn Socket>>>::Output as libp2p_core::muxing::StreamMuxer>::Substream: Send + 'static,
-    <<U as OutboundConnectionUpgrade<Box<dyn Socket>>>::Output as libp2p_core::muxing::StreamMuxer>::Error: Send + Sync + 'static,
-    <U as OutboundConnectionUpgrade<Box<dyn Socket>>>::Error: std::fmt::Debug,
-    <U as InboundConnectionUpgrade<Box<dyn Socket>>>::Error: std::fmt::Debug,
-{
-    let (x, y) = future::join(
-        config.clone().upgrade_outbound(a, protocol),
-        config.upgrade_inbound(b, protocol),
-    )
-    .await;
-    (
-        StreamMuxerBox::new(x.expect("outbound upgrade")),
-        StreamMuxerBox::new(y.expect("inbound upgrade")),
-    )
+macro_rules! upgrade {
+    ($config:expr, $protocol:expr, $a:expr, $b:expr) => {{
+        let config = $config;
+        let (x, y) = future::join(
+            config.clone().upgrade_outbound($a, $protocol),
+            config.upgrade_inbound($b, $protocol),
+        )
+        .await;
+        (
+            StreamMuxerBox::new(x.expect("outbound upgrade")),
+            StreamMuxerBox::new(y.expect("inbound upgrade")),
+        )
+    }};
 }
 
 /// A connection of `kind` over `link`, each side driven by its own task.
@@ -121,10 +120,10 @@ async fn connection(
 ) {
     let (a, b) = sockets(link).await;
     let (a, b) = match kind {
-        Muxer::OursExtension => upgrade(Config::default(), EXTENSION_PROTOCOL, a, b).await,
-        Muxer::OursPlain => upgrade(Config::default(), MPLEX_PROTOCOL, a, b).await,
-        Muxer::LibMplex => upgrade(libp2p_mplex::Config::default(), "/mplex/6.7.0", a, b).await,
-        Muxer::Yamux => upgrade(libp2p_yamux::Config::default(), "/yamux/1.0.0", a, b).await,
+        Muxer::OursExtension => upgrade!(Config::default(), EXTENSION_PROTOCOL, a, b),
+        Muxer::OursPlain => upgrade!(Config::default(), MPLEX_PROTOCOL, a, b),
+        Muxer::LibMplex => upgrade!(libp2p_mplex::Config::default(), "/mplex/6.7.0", a, b),
+        Muxer::Yamux => upgrade!(libp2p_yamux::Config::default(), "/yamux/1.0.0", a, b),
         Muxer::None => unreachable!("no muxer has no streams"),
     };
     (Arc::new(drive(a)), drive(b))
@@ -132,7 +131,7 @@ async fn connection(
 
 const CHUNK: usize = 64 * 1024;
 
-async fn send(mut w: impl futures::AsyncWrite + Unpin, bytes: usize) {
+async fn send(mut w: Box<dyn futures::AsyncWrite + Unpin + Send>, bytes: usize) {
     let chunk = vec![0x5au8; CHUNK];
     let mut left = bytes;
     while left > 0 {
@@ -143,7 +142,7 @@ async fn send(mut w: impl futures::AsyncWrite + Unpin, bytes: usize) {
     w.close().await.expect("close");
 }
 
-async fn receive(mut r: impl futures::AsyncRead + Unpin) -> usize {
+async fn receive(mut r: Box<dyn futures::AsyncRead + Unpin + Send>) -> usize {
     let mut buf = vec![0u8; CHUNK];
     let mut total = 0;
     loop {
@@ -208,7 +207,7 @@ async fn throughput(kind: Muxer, link: Link, streams: usize, bytes_each: usize) 
     if kind == Muxer::None {
         let (a, b) = sockets(link).await;
         let start = Instant::now();
-        let (_, got) = future::join(send(a, total), receive(b)).await;
+        let (_, got) = future::join(send(Box::new(a), total), receive(Box::new(b))).await;
         assert_eq!(got, total);
         return Sample {
             value: mib / start.elapsed().as_secs_f64(),
@@ -221,9 +220,9 @@ async fn throughput(kind: Muxer, link: Link, streams: usize, bytes_each: usize) 
         let mut tasks = Vec::new();
         for _ in 0..streams {
             let s = server.accept().await;
-            tasks.push(tokio::spawn(
-                async move { (receive(s).await, start.elapsed()) },
-            ));
+            tasks.push(tokio::spawn(async move {
+                (receive(Box::new(s)).await, start.elapsed())
+            }));
         }
         future::join_all(tasks)
             .await
@@ -233,7 +232,7 @@ async fn throughput(kind: Muxer, link: Link, streams: usize, bytes_each: usize) 
     });
     for _ in 0..streams {
         let client = client.clone();
-        tokio::spawn(async move { send(client.open().await, bytes_each).await });
+        tokio::spawn(async move { send(Box::new(client.open().await), bytes_each).await });
     }
     let done = receivers.await.expect("receivers");
     let elapsed = start.elapsed();
@@ -263,9 +262,10 @@ async fn request_response(kind: Muxer, link: Link, requests: usize) -> Sample {
             }
         });
         let mut buf = [0u8; 64];
+        let request = [1u8; 64];
         for _ in 0..requests {
             let start = Instant::now();
-            a.write_all(&[1u8; 64]).await.expect("request");
+            a.write_all(&request).await.expect("request");
             a.flush().await.expect("flush");
             a.read_exact(&mut buf).await.expect("answer");
             latencies.push(start.elapsed().as_secs_f64() * 1e6);
@@ -289,10 +289,11 @@ async fn request_response(kind: Muxer, link: Link, requests: usize) -> Sample {
             });
         }
     });
+    let request = [1u8; 64];
     for _ in 0..requests {
         let start = Instant::now();
         let mut s = client.open().await;
-        s.write_all(&[1u8; 64]).await.expect("request");
+        s.write_all(&request).await.expect("request");
         s.close().await.expect("close request");
         let mut answer = Vec::new();
         s.read_to_end(&mut answer).await.expect("answer");
@@ -323,11 +324,13 @@ async fn open_close(kind: Muxer, link: Link, streams: usize) -> Sample {
     let openers = (0..IN_FLIGHT).map(|i| {
         let client = client.clone();
         tokio::spawn(async move {
+            let byte = [1u8];
+            let mut eof = [0u8; 1];
             for _ in (i..streams).step_by(IN_FLIGHT) {
                 let mut s = client.open().await;
-                s.write_all(&[1]).await.expect("write");
+                s.write_all(&byte).await.expect("write");
                 s.close().await.expect("close");
-                let _ = s.read(&mut [0u8; 1]).await.expect("EOF");
+                let _ = s.read(&mut eof).await.expect("EOF");
             }
         })
     });
@@ -353,6 +356,7 @@ struct Args {
     muxers: Option<String>,
     json: Option<String>,
     svg: Option<String>,
+    threads: usize,
 }
 
 impl Args {
@@ -373,6 +377,7 @@ impl Args {
             muxers: value("--muxers"),
             json: value("--json"),
             svg: value("--svg"),
+            threads: number("--threads", 2),
         }
     }
 
@@ -425,7 +430,10 @@ fn measure(
             if !args.selects(Muxer::ALL[i]) {
                 continue;
             }
-            if let Some(sample) = runtime.block_on(run(case, Muxer::ALL[i], link)) {
+            // In a task, as application code runs: `block_on` alone would run the client on the
+            // main thread, outside the runtime's workers.
+            let task = runtime.spawn(run(case, Muxer::ALL[i], link));
+            if let Some(sample) = runtime.block_on(task).expect("measurement task") {
                 samples[i].push(sample);
             }
         }
@@ -602,7 +610,7 @@ fn svg(sweep: &[(usize, Row)]) -> String {
 fn main() {
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(args.threads)
         .enable_all()
         .build()
         .expect("runtime");

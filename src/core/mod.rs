@@ -59,6 +59,11 @@ pub enum WriteOutcome {
     Blocked,
 }
 
+/// Maps keyed by stream id. foldhash is several times faster than SipHash on these small keys;
+/// its random per-map seed keeps a peer, which picks the numbers of the streams it opens, from
+/// precomputing collisions (and the stream limit bounds every map anyway).
+pub(crate) type StreamMap<V> = HashMap<StreamId, V, foldhash::fast::RandomState>;
+
 /// How many streams the peer may open in a row beyond the limit before it is cut off.
 const MIN_REFUSED_STREAMS_LIMIT: u64 = 256;
 
@@ -67,7 +72,7 @@ const MIN_REFUSED_STREAMS_LIMIT: u64 = 256;
 pub struct Connection {
     mode: Mode,
     config: Config,
-    streams: HashMap<StreamId, StreamEntry>,
+    streams: StreamMap<StreamEntry>,
     next_local_num: u64,
     /// Inbound streams not yet taken by [`Connection::accept`].
     inbound: VecDeque<StreamId>,
@@ -105,7 +110,7 @@ impl Connection {
         Self {
             mode,
             config,
-            streams: HashMap::new(),
+            streams: StreamMap::default(),
             next_local_num: 0,
             inbound: VecDeque::new(),
             control: VecDeque::new(),

@@ -5,7 +5,6 @@ mod reader;
 mod writer;
 
 use std::{
-    collections::HashMap,
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, Waker},
@@ -18,7 +17,7 @@ use parking_lot::Mutex;
 use crate::{
     Config,
     codec::Codec,
-    core::{Connection, Event},
+    core::{Connection, Event, StreamMap},
     error::ConnectionError,
     frame::{Mode, StreamId},
     stream::Stream,
@@ -44,7 +43,7 @@ pub(crate) struct Shared {
     pub(crate) core: Connection,
     /// Spent buffers for the next writes and received bodies.
     pub(crate) pool: BufferPool,
-    wakers: HashMap<StreamId, StreamWakers>,
+    wakers: StreamMap<StreamWakers>,
     /// Tasks waiting in a stream's flush (or close) for the socket flush.
     flush_waiters: Vec<Waker>,
     /// The task that drives the connection (the one calling the `StreamMuxer` methods).
@@ -58,7 +57,7 @@ impl Shared {
         Self {
             core,
             pool: BufferPool::default(),
-            wakers: HashMap::new(),
+            wakers: StreamMap::default(),
             flush_waiters: Vec::new(),
             driver: None,
             inbound: None,
