@@ -5,6 +5,10 @@
 //! allocator hands memory back to the system between frames. The pool keeps a few spent buffers
 //! (written to the socket, or read by the application) and hands them out again. Their contents
 //! stay initialised, so a reused receive buffer needs no zeroing either.
+//!
+//! A buffer is reused only for data of nearly its size (at most a quarter more), so that data
+//! held in it (unread data of a stream, say) never keeps a much larger buffer alive: what the
+//! windows and buffer limits count is what is held.
 
 use bytes::{Bytes, BytesMut};
 
@@ -27,7 +31,9 @@ impl BufferPool {
         if data.len() < MIN_POOLED {
             return Bytes::copy_from_slice(data);
         }
-        let mut buf = self.free.pop().unwrap_or_default();
+        let Some(mut buf) = self.take_fitting(data.len()) else {
+            return Bytes::copy_from_slice(data);
+        };
         buf.clear();
         buf.extend_from_slice(data);
         buf.freeze()
@@ -35,7 +41,7 @@ impl BufferPool {
 
     /// A buffer of `len` bytes, whose contents are to be overwritten.
     pub(crate) fn filled(&mut self, len: usize) -> BytesMut {
-        let Some(mut buf) = self.free.pop() else {
+        let Some(mut buf) = self.take_fitting(len) else {
             return BytesMut::zeroed(len);
         };
         if buf.len() >= len {
@@ -44,6 +50,15 @@ impl BufferPool {
             buf.resize(len, 0);
         }
         buf
+    }
+
+    /// A kept buffer with room for `len` bytes and at most a quarter more.
+    fn take_fitting(&mut self, len: usize) -> Option<BytesMut> {
+        let i = self
+            .free
+            .iter()
+            .position(|b| b.capacity() >= len && b.capacity() - len <= len / 4)?;
+        Some(self.free.swap_remove(i))
     }
 
     /// Takes back a buffer nobody else holds.
@@ -73,6 +88,17 @@ mod tests {
         assert_eq!(second.as_ptr(), address);
         // The old contents are still there: no zeroing pass.
         assert_eq!(second[100], 1);
+    }
+
+    #[test]
+    fn a_buffer_is_not_reused_for_much_smaller_data() {
+        let mut pool = BufferPool::default();
+        pool.recycle(Bytes::from(vec![0u8; 64 * 1024]));
+        let small = pool.copy(&[1u8; 16 * 1024]);
+        assert_eq!(pool.free.len(), 1, "the 64 KiB buffer stays in the pool");
+        assert!(pool.filled(20 * 1024).capacity() < 64 * 1024);
+        assert_eq!(pool.free.len(), 1);
+        drop(small);
     }
 
     #[test]
