@@ -1,0 +1,337 @@
+//! The muxers, links and measurements shared by `muxbench` and the criterion benches.
+
+use std::{sync::Arc, time::Instant};
+
+use futures::{AsyncReadExt, AsyncWriteExt, future};
+use libp2p_core::{
+    muxing::{StreamMuxerBox, SubstreamBox},
+    upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade},
+};
+use libp2p_mplex_halfclose::{Config, EXTENSION_PROTOCOL, MPLEX_PROTOCOL};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::compat::TokioAsyncReadCompatExt;
+
+use crate::common::{self, drive};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Muxer {
+    None,
+    OursExtension,
+    OursPlain,
+    LibMplex,
+    Yamux,
+}
+
+impl Muxer {
+    pub const ALL: [Muxer; 5] = [
+        Muxer::None,
+        Muxer::OursExtension,
+        Muxer::OursPlain,
+        Muxer::LibMplex,
+        Muxer::Yamux,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Muxer::None => "no muxer",
+            Muxer::OursExtension => "ours (extension)",
+            Muxer::OursPlain => "ours (plain mplex)",
+            Muxer::LibMplex => "libp2p-mplex 0.44",
+            Muxer::Yamux => "libp2p-yamux 0.48",
+        }
+    }
+
+    pub fn is_peer(self) -> bool {
+        matches!(self, Muxer::LibMplex | Muxer::Yamux)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    Memory,
+    Tcp,
+}
+
+pub trait Socket: futures::AsyncRead + futures::AsyncWrite + Unpin + Send + 'static {}
+impl<T: futures::AsyncRead + futures::AsyncWrite + Unpin + Send + 'static> Socket for T {}
+
+pub fn sockets(link: Link) -> future::BoxFuture<'static, (Box<dyn Socket>, Box<dyn Socket>)> {
+    Box::pin(async move {
+        let pair: (Box<dyn Socket>, Box<dyn Socket>) = match link {
+            Link::Memory => {
+                let (a, b) = tokio::io::duplex(256 * 1024);
+                (Box::new(a.compat()), Box::new(b.compat()))
+            }
+            Link::Tcp => {
+                let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+                let addr = listener.local_addr().expect("address");
+                let (a, b) = future::join(TcpStream::connect(addr), listener.accept()).await;
+                let (a, (b, _)) = (a.expect("connect"), b.expect("accept"));
+                a.set_nodelay(true).expect("nodelay");
+                b.set_nodelay(true).expect("nodelay");
+                (
+                    Box::new(a.compat()) as Box<dyn Socket>,
+                    Box::new(b.compat()) as Box<dyn Socket>,
+                )
+            }
+        };
+        pair
+    })
+}
+
+/// Upgrades both ends of a connection with the same muxer config, as the transport would.
+macro_rules! upgrade {
+    ($config:expr, $protocol:expr, $a:expr, $b:expr) => {{
+        let config = $config;
+        let (x, y) = future::join(
+            config.clone().upgrade_outbound($a, $protocol),
+            config.upgrade_inbound($b, $protocol),
+        )
+        .await;
+        (
+            StreamMuxerBox::new(x.expect("outbound upgrade")),
+            StreamMuxerBox::new(y.expect("inbound upgrade")),
+        )
+    }};
+}
+
+/// A connection of `kind` over `link`, each side driven by its own task.
+pub async fn connection(
+    kind: Muxer,
+    link: Link,
+) -> (
+    Arc<common::Driven<SubstreamBox>>,
+    common::Driven<SubstreamBox>,
+) {
+    let (a, b) = sockets(link).await;
+    let (a, b) = match kind {
+        Muxer::OursExtension => upgrade!(Config::default(), EXTENSION_PROTOCOL, a, b),
+        Muxer::OursPlain => upgrade!(Config::default(), MPLEX_PROTOCOL, a, b),
+        Muxer::LibMplex => upgrade!(libp2p_mplex::Config::default(), "/mplex/6.7.0", a, b),
+        Muxer::Yamux => upgrade!(libp2p_yamux::Config::default(), "/yamux/1.0.0", a, b),
+        Muxer::None => unreachable!("no muxer has no streams"),
+    };
+    (Arc::new(drive(a)), drive(b))
+}
+
+const CHUNK: usize = 64 * 1024;
+
+pub async fn send(mut w: Box<dyn futures::AsyncWrite + Unpin + Send>, bytes: usize) {
+    let chunk = vec![0x5au8; CHUNK];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(CHUNK);
+        w.write_all(&chunk[..n]).await.expect("write");
+        left -= n;
+    }
+    w.close().await.expect("close");
+}
+
+pub async fn receive(mut r: Box<dyn futures::AsyncRead + Unpin + Send>) -> usize {
+    let mut buf = vec![0u8; CHUNK];
+    let mut total = 0;
+    loop {
+        match r.read(&mut buf).await.expect("read") {
+            0 => return total,
+            n => total += n,
+        }
+    }
+}
+
+/// What one case measures, and which way is better.
+#[derive(Debug, Clone, Copy)]
+pub enum Case {
+    /// `streams` streams at once, each carrying `bytes_each` one way: MiB/s, and the ratio of
+    /// the slowest stream's completion time to the fastest's.
+    Throughput { streams: usize, bytes_each: usize },
+    /// Open a stream, send 64 B, close writing, read the 64 B answer to EOF: µs, median.
+    RequestResponse { requests: usize },
+    /// Open a stream, send 1 byte, close it from both sides, 8 streams at a time: µs per stream.
+    /// (The byte is there because yamux announces a stream with its first data: a stream
+    /// closed before any data never reaches the listener.)
+    OpenClose { streams: usize },
+}
+
+impl Case {
+    pub fn higher_is_better(self) -> bool {
+        matches!(self, Case::Throughput { .. })
+    }
+
+    pub fn unit(self) -> &'static str {
+        match self {
+            Case::Throughput { .. } => "MiB/s",
+            Case::RequestResponse { .. } | Case::OpenClose { .. } => "µs",
+        }
+    }
+}
+
+/// One measurement: the value and, for many streams, the slowest/fastest ratio.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    pub value: f64,
+    pub fairness: Option<f64>,
+}
+
+pub async fn run(case: Case, kind: Muxer, link: Link) -> Option<Sample> {
+    match case {
+        Case::Throughput {
+            streams,
+            bytes_each,
+        } => Some(throughput(kind, link, streams, bytes_each).await),
+        Case::RequestResponse { requests } => Some(request_response(kind, link, requests).await),
+        Case::OpenClose { streams } if kind != Muxer::None => {
+            Some(open_close(kind, link, streams).await)
+        }
+        Case::OpenClose { .. } => None,
+    }
+}
+
+pub async fn throughput(kind: Muxer, link: Link, streams: usize, bytes_each: usize) -> Sample {
+    let total = streams * bytes_each;
+    let mib = total as f64 / (1 << 20) as f64;
+    if kind == Muxer::None {
+        let (a, b) = sockets(link).await;
+        let start = Instant::now();
+        let (_, got) = future::join(send(Box::new(a), total), receive(Box::new(b))).await;
+        assert_eq!(got, total);
+        return Sample {
+            value: mib / start.elapsed().as_secs_f64(),
+            fairness: None,
+        };
+    }
+    let (client, mut server) = connection(kind, link).await;
+    let start = Instant::now();
+    let receivers = tokio::spawn(async move {
+        let mut tasks = Vec::new();
+        for _ in 0..streams {
+            let s = server.accept().await;
+            tasks.push(tokio::spawn(async move {
+                (receive(Box::new(s)).await, start.elapsed())
+            }));
+        }
+        future::join_all(tasks)
+            .await
+            .into_iter()
+            .map(|r| r.expect("receiver"))
+            .collect::<Vec<_>>()
+    });
+    for _ in 0..streams {
+        let client = client.clone();
+        tokio::spawn(async move { send(Box::new(client.open().await), bytes_each).await });
+    }
+    let done = receivers.await.expect("receivers");
+    let elapsed = start.elapsed();
+    assert!(
+        done.iter().all(|(n, _)| *n == bytes_each),
+        "every byte arrives"
+    );
+    let times: Vec<f64> = done.iter().map(|(_, t)| t.as_secs_f64()).collect();
+    let fastest = times.iter().copied().fold(f64::MAX, f64::min);
+    let slowest = times.iter().copied().fold(0.0, f64::max);
+    Sample {
+        value: mib / elapsed.as_secs_f64(),
+        fairness: (streams > 1).then_some(slowest / fastest),
+    }
+}
+
+pub async fn request_response(kind: Muxer, link: Link, requests: usize) -> Sample {
+    Sample {
+        value: median(request_response_latencies(kind, link, requests).await),
+        fairness: None,
+    }
+}
+
+/// The latency of each of `requests` request/responses, in µs.
+pub async fn request_response_latencies(kind: Muxer, link: Link, requests: usize) -> Vec<f64> {
+    let mut latencies = Vec::with_capacity(requests);
+    if kind == Muxer::None {
+        // One connection, 64 B each way per round trip (no stream to open or close).
+        let (mut a, mut b) = sockets(link).await;
+        let echo = tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            while b.read_exact(&mut buf).await.is_ok() {
+                b.write_all(&buf).await.expect("answer");
+                b.flush().await.expect("flush");
+            }
+        });
+        let mut buf = [0u8; 64];
+        let request = [1u8; 64];
+        for _ in 0..requests {
+            let start = Instant::now();
+            a.write_all(&request).await.expect("request");
+            a.flush().await.expect("flush");
+            a.read_exact(&mut buf).await.expect("answer");
+            latencies.push(start.elapsed().as_secs_f64() * 1e6);
+        }
+        drop(a);
+        echo.await.expect("echo");
+        return latencies;
+    }
+    let (client, mut server) = connection(kind, link).await;
+    let echo = tokio::spawn(async move {
+        for _ in 0..requests {
+            let mut s = server.accept().await;
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                s.read_to_end(&mut request).await.expect("request");
+                s.write_all(&request).await.expect("answer");
+                s.close().await.expect("close answer");
+            });
+        }
+    });
+    let request = [1u8; 64];
+    for _ in 0..requests {
+        let start = Instant::now();
+        let mut s = client.open().await;
+        s.write_all(&request).await.expect("request");
+        s.close().await.expect("close request");
+        let mut answer = Vec::new();
+        s.read_to_end(&mut answer).await.expect("answer");
+        assert_eq!(answer.len(), 64);
+        latencies.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    echo.await.expect("echo");
+    latencies
+}
+
+pub async fn open_close(kind: Muxer, link: Link, streams: usize) -> Sample {
+    const IN_FLIGHT: usize = 8;
+    let (client, mut server) = connection(kind, link).await;
+    let acceptor = tokio::spawn(async move {
+        for _ in 0..streams {
+            let mut s = server.accept().await;
+            tokio::spawn(async move {
+                s.close().await.expect("close");
+                let mut byte = Vec::new();
+                s.read_to_end(&mut byte).await.expect("EOF");
+            });
+        }
+    });
+    let start = Instant::now();
+    let openers = (0..IN_FLIGHT).map(|i| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let byte = [1u8];
+            let mut eof = [0u8; 1];
+            for _ in (i..streams).step_by(IN_FLIGHT) {
+                let mut s = client.open().await;
+                s.write_all(&byte).await.expect("write");
+                s.close().await.expect("close");
+                let _ = s.read(&mut eof).await.expect("EOF");
+            }
+        })
+    });
+    for opener in future::join_all(openers).await {
+        opener.expect("opener");
+    }
+    acceptor.await.expect("acceptor");
+    Sample {
+        value: start.elapsed().as_secs_f64() * 1e6 / streams as f64,
+        fairness: None,
+    }
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
