@@ -3,19 +3,23 @@
 use std::{
     io,
     pin::Pin,
-    sync::Arc,
+    sync::{Arc, Weak},
     task::{Context, Poll},
 };
 
 use futures::{AsyncRead, AsyncWrite, future::poll_fn};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, MutexGuard};
 
 use crate::{
     core::{Connection, ReadOutcome, WriteOutcome},
     error::StreamError,
     frame::{Mode, StreamId},
-    muxer::Shared,
+    muxer::{Pump, Shared},
 };
+
+/// A stream sends queued frames from its own task only while at most this many bytes of data
+/// wait: bulk data goes through the driver, which takes turns between streams.
+const SEND_FROM_STREAM_LIMIT: usize = 16 * 1024;
 
 /// One stream of a [`crate::Muxer`].
 ///
@@ -31,6 +35,9 @@ use crate::{
 pub struct Stream {
     id: StreamId,
     shared: Arc<Mutex<Shared>>,
+    /// The connection's socket, for sending what this stream queues. Weak: the socket goes
+    /// with the muxer, also while streams are still held.
+    io: Weak<dyn Pump>,
     mode: Mode,
 }
 
@@ -44,8 +51,18 @@ impl std::fmt::Debug for Stream {
 }
 
 impl Stream {
-    pub(crate) fn new(id: StreamId, shared: Arc<Mutex<Shared>>, mode: Mode) -> Self {
-        Self { id, shared, mode }
+    pub(crate) fn new(
+        id: StreamId,
+        shared: Arc<Mutex<Shared>>,
+        io: Weak<dyn Pump>,
+        mode: Mode,
+    ) -> Self {
+        Self {
+            id,
+            shared,
+            io,
+            mode,
+        }
     }
 
     /// The stream's id on this connection.
@@ -68,7 +85,7 @@ impl Stream {
 
     /// Poll form of [`Stream::close_write`].
     pub fn poll_close_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.call(|core, id| core.close_write(id))?;
+        self.call(None, |core, id| core.close_write(id))?;
         self.poll_flushed(cx)
     }
 
@@ -97,7 +114,7 @@ impl Stream {
         cx: &mut Context<'_>,
         code: u64,
     ) -> Poll<io::Result<()>> {
-        self.call(|core, id| core.close_read(id, code))?;
+        self.call(None, |core, id| core.close_read(id, code))?;
         self.poll_flushed(cx)
     }
 
@@ -112,22 +129,43 @@ impl Stream {
     pub fn reset_with_code(&mut self, code: u64) {
         // Resetting a stream that is already reset, or whose connection is gone, has nothing
         // left to do.
-        let _ = self.call(|core, id| core.reset(id, code));
+        let _ = self.call(None, |core, id| core.reset(id, code));
     }
 
-    /// Runs an application call on the core under the lock (see [`Shared::stream_call`]).
+    /// Runs an application call on the core under the lock (see [`Shared::stream_call`]), then
+    /// sends what it queued.
     fn call<T>(
         &self,
+        cx: Option<&mut Context<'_>>,
         f: impl FnOnce(&mut Connection, StreamId) -> Result<T, StreamError>,
     ) -> io::Result<T> {
         let id = self.id;
-        self.shared
-            .lock()
-            .stream_call(|core, _| f(core, id))
-            .map_err(io::Error::from)
+        let mut shared = self.shared.lock();
+        let result = shared.stream_call(|core, _| f(core, id));
+        self.send_queued(shared, cx);
+        result.map_err(io::Error::from)
     }
 
-    /// Ready once everything queued on this stream has been flushed to the socket.
+    /// Sends the frames waiting in the core: from this task when the socket is free and little
+    /// waits (a request, an answer, a close: this saves a wake-up of the driver's task), else
+    /// through the driver, which shares the socket fairly between streams.
+    fn send_queued(&self, mut shared: MutexGuard<'_, Shared>, cx: Option<&mut Context<'_>>) {
+        if !shared.core.has_transmit() {
+            return;
+        }
+        match cx {
+            Some(cx) if shared.core.queued_bytes() <= SEND_FROM_STREAM_LIMIT => {
+                drop(shared);
+                if let Some(io) = self.io.upgrade() {
+                    io.pump(&self.shared, cx);
+                }
+            }
+            _ => shared.wake_driver(),
+        }
+    }
+
+    /// Ready once everything queued on this stream has been flushed to the socket. Sends what
+    /// waits from this task when the socket is free.
     fn poll_flushed(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut shared = self.shared.lock();
         if shared.core.is_flushed(self.id) {
@@ -137,6 +175,13 @@ impl Stream {
             return Poll::Ready(Err(StreamError::Connection(e.clone()).into()));
         }
         shared.register_flush(cx.waker());
+        if shared.core.has_transmit() {
+            self.send_queued(shared, Some(cx));
+            shared = self.shared.lock();
+            if shared.core.is_flushed(self.id) {
+                return Poll::Ready(Ok(()));
+            }
+        }
         shared.wake_driver();
         Poll::Pending
     }
@@ -153,7 +198,7 @@ impl AsyncRead for Stream {
         }
         let id = self.id;
         let mut shared = self.shared.lock();
-        match shared.stream_call(|core, _| core.read(id, buf.len())) {
+        let result = match shared.stream_call(|core, _| core.read(id, buf.len())) {
             Ok(ReadOutcome::Data(data)) => {
                 let len = data.len();
                 buf[..len].copy_from_slice(&data);
@@ -166,7 +211,10 @@ impl AsyncRead for Stream {
                 Poll::Pending
             }
             Err(e) => Poll::Ready(Err(e.into())),
-        }
+        };
+        // A read may have granted the peer more credit.
+        self.send_queued(shared, Some(cx));
+        result
     }
 }
 
@@ -178,14 +226,20 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         let id = self.id;
         let mut shared = self.shared.lock();
-        match shared.stream_call(|core, pool| core.write_with(id, buf, |data| pool.copy(data))) {
+        let result = match shared
+            .stream_call(|core, pool| core.write_with(id, buf, |data| pool.copy(data)))
+        {
             Ok(WriteOutcome::Written(n)) => Poll::Ready(Ok(n)),
             Ok(WriteOutcome::Blocked) => {
                 shared.register_write(id, cx.waker());
                 Poll::Pending
             }
             Err(e) => Poll::Ready(Err(e.into())),
-        }
+        };
+        // Writes are left to the driver, so that a write followed by a close or a flush goes
+        // out in one piece (see `poll_flushed`).
+        self.send_queued(shared, None);
+        result
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -203,5 +257,6 @@ impl Drop for Stream {
         let mut shared = self.shared.lock();
         shared.stream_call(|core, _| core.drop_stream(id));
         shared.forget_stream(id);
+        self.send_queued(shared, None);
     }
 }

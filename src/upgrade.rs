@@ -33,7 +33,7 @@ impl UpgradeInfo for Config {
 
 impl<C> InboundConnectionUpgrade<C> for Config
 where
-    C: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     type Output = Muxer<C>;
     type Error = io::Error;
@@ -48,7 +48,7 @@ where
 
 impl<C> OutboundConnectionUpgrade<C> for Config
 where
-    C: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     type Output = Muxer<C>;
     type Error = io::Error;

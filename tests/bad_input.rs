@@ -202,6 +202,15 @@ async fn dropping_the_muxer_ends_live_streams_with_an_error() {
     drop(muxer);
     let err = within(read).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::ConnectionAborted);
+    // The socket went with the muxer, though the stream is still held: the peer sees the end.
+    let mut rest = Vec::new();
+    assert_eq!(
+        within(tokio::io::AsyncReadExt::read_to_end(&mut raw, &mut rest))
+            .await
+            .unwrap(),
+        0
+    );
+    drop(stream);
 }
 
 #[tokio::test]

@@ -51,6 +51,11 @@ impl Connection {
         None
     }
 
+    /// Bytes of stream data waiting to be sent.
+    pub fn queued_bytes(&self) -> usize {
+        self.outbox_data
+    }
+
     /// Whether frames may wait in [`Connection::poll_transmit`].
     pub fn has_transmit(&self) -> bool {
         !self.control.is_empty() || !self.ready.is_empty()

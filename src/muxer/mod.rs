@@ -1,5 +1,6 @@
 //! [`Muxer`]: the thin async layer that owns the socket and drives the core.
 
+mod io;
 mod pool;
 mod reader;
 mod writer;
@@ -22,6 +23,8 @@ use crate::{
     frame::{Mode, StreamId},
     stream::Stream,
 };
+use io::Io;
+pub(crate) use io::Pump;
 use pool::BufferPool;
 use reader::FrameReader;
 use writer::FrameWriter;
@@ -116,18 +119,15 @@ impl Shared {
     }
 
     /// Runs an application call on the core, then wakes whoever it concerns: the driver if the
-    /// call queued the first frame to send or let a paused connection read again, and the tasks
-    /// waiting on what the core reported.
+    /// call let a paused connection read again, and the tasks waiting on what the core reported.
+    /// Frames the call queued are the caller's to send (see `Stream::send_queued`).
     pub(crate) fn stream_call<T>(
         &mut self,
         call: impl FnOnce(&mut Connection, &mut BufferPool) -> T,
     ) -> T {
-        let had_transmit = self.core.has_transmit();
         let was_reading = self.core.wants_frames();
         let result = call(&mut self.core, &mut self.pool);
-        let queued = !had_transmit && self.core.has_transmit();
-        let resumed = !was_reading && self.core.wants_frames();
-        if queued || resumed {
+        if !was_reading && self.core.wants_frames() {
             self.wake_driver();
         }
         self.dispatch_events();
@@ -174,12 +174,12 @@ enum SocketState {
 
 /// A multiplexed connection. Implements [`StreamMuxer`]; its streams are [`Stream`]s.
 ///
-/// All socket I/O happens in the `StreamMuxer` methods (`poll` is enough to make progress);
-/// streams only change shared state and wake the task that polls the muxer.
+/// The `StreamMuxer` methods drive the connection (`poll` is enough to make progress). A stream
+/// that queues frames sends them from its own task when the socket is free, and otherwise wakes
+/// the task that polls the muxer (see the `io` module).
 pub struct Muxer<C> {
-    socket: C,
+    io: Arc<Mutex<Io<C>>>,
     reader: FrameReader,
-    writer: FrameWriter,
     socket_state: SocketState,
     shared: Arc<Mutex<Shared>>,
     mode: Mode,
@@ -193,23 +193,7 @@ impl<C> std::fmt::Debug for Muxer<C> {
     }
 }
 
-impl<C> Muxer<C>
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-{
-    /// Wraps a socket on which `mode` was negotiated. Usually obtained through the [`Config`]
-    /// connection upgrade instead.
-    pub fn new(socket: C, config: Config, mode: Mode) -> Self {
-        Self {
-            socket,
-            reader: FrameReader::new(Codec::new(mode)),
-            writer: FrameWriter::new(Codec::new(mode)),
-            socket_state: SocketState::Open,
-            shared: Arc::new(Mutex::new(Shared::new(Connection::new(mode, config)))),
-            mode,
-        }
-    }
-
+impl<C> Muxer<C> {
     /// The protocol this connection speaks.
     pub fn mode(&self) -> Mode {
         self.mode
@@ -224,11 +208,32 @@ where
     pub fn buffered_bytes(&self) -> u64 {
         self.shared.lock().core.buffered_bytes()
     }
+}
+
+impl<C> Muxer<C>
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// Wraps a socket on which `mode` was negotiated. Usually obtained through the [`Config`]
+    /// connection upgrade instead.
+    pub fn new(socket: C, config: Config, mode: Mode) -> Self {
+        Self {
+            io: Arc::new(Mutex::new(Io::new(
+                socket,
+                FrameWriter::new(Codec::new(mode)),
+            ))),
+            reader: FrameReader::new(Codec::new(mode)),
+            socket_state: SocketState::Open,
+            shared: Arc::new(Mutex::new(Shared::new(Connection::new(mode, config)))),
+            mode,
+        }
+    }
 
     /// Ends the connection with `error`, waking every stream.
     fn fail(&mut self, error: ConnectionError) -> ConnectionError {
         tracing::debug!(%error, "connection failed");
         self.socket_state = SocketState::Closed;
+        self.io.lock().closed = true;
         let mut shared = self.shared.lock();
         shared.core.close(error.clone());
         shared.dispatch_events();
@@ -237,36 +242,12 @@ where
 
     /// Moves queued frames into the writer.
     fn encode_outgoing(&mut self) -> bool {
-        if !self.writer.has_room() {
-            return false;
-        }
-        let mut shared = self.shared.lock();
-        for spent in self.writer.take_spent() {
-            shared.pool.recycle(spent);
-        }
-        let mut any = false;
-        while self.writer.has_room() {
-            let Some(frame) = shared.core.poll_transmit() else {
-                break;
-            };
-            tracing::trace!(?frame, "send frame");
-            self.writer.push(frame);
-            any = true;
-        }
-        if any {
-            self.writer.mark(shared.core.transmitted());
-            shared.dispatch_events();
-        }
-        any
+        self.io.lock().encode_outgoing(&self.shared)
     }
 
     /// Writes encoded frames to the socket and flushes; true if anything moved.
     fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Result<bool, ConnectionError> {
-        let progress = self.writer.poll_write_out(&mut self.socket, cx)?;
-        if let Some(frames) = progress.flushed_frames {
-            self.shared.lock().on_flushed(frames);
-        }
-        Ok(progress.moved)
+        self.io.lock().poll_write_out(&self.shared, cx)
     }
 
     /// Feeds the complete frames read so far to the core while it wants them.
@@ -298,7 +279,8 @@ where
             // Every complete frame was handled and no more bytes will come.
             return Err(self.reader.finish());
         }
-        match self.reader.poll_fill(&mut self.socket, cx) {
+        let filled = self.reader.poll_fill(&mut self.io.lock().socket, cx);
+        match filled {
             Poll::Ready(Ok(())) => Ok(true),
             Poll::Ready(Err(e)) => Err(e.into()),
             Poll::Pending => Ok(handled),
@@ -344,13 +326,14 @@ where
     }
 
     fn new_stream(&self, id: StreamId) -> Stream {
-        Stream::new(id, self.shared.clone(), self.mode)
+        let io: Arc<dyn Pump> = self.io.clone();
+        Stream::new(id, self.shared.clone(), Arc::downgrade(&io), self.mode)
     }
 }
 
 impl<C> StreamMuxer for Muxer<C>
 where
-    C: AsyncRead + AsyncWrite + Unpin,
+    C: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     type Substream = Stream;
     type Error = ConnectionError;
@@ -409,6 +392,7 @@ where
         let this = self.get_mut();
         if this.socket_state == SocketState::Open {
             this.socket_state = SocketState::Closing;
+            this.io.lock().closed = true;
             let mut shared = this.shared.lock();
             shared.core.close(ConnectionError::Closed);
             shared.dispatch_events();
@@ -417,7 +401,10 @@ where
             loop {
                 this.encode_outgoing();
                 match this.poll_write_out(cx) {
-                    Ok(_) if this.writer.is_empty() && !this.shared.lock().core.has_transmit() => {
+                    Ok(_)
+                        if this.io.lock().writer.is_empty()
+                            && !this.shared.lock().core.has_transmit() =>
+                    {
                         break;
                     }
                     Ok(true) => continue,
@@ -428,7 +415,8 @@ where
                     }
                 }
             }
-            match Pin::new(&mut this.socket).poll_close(cx) {
+            let closed = Pin::new(&mut this.io.lock().socket).poll_close(cx);
+            match closed {
                 Poll::Ready(result) => {
                     this.socket_state = SocketState::Closed;
                     result?;

@@ -83,6 +83,11 @@ impl FrameWriter {
         self.queued == 0
     }
 
+    /// Whether every encoded byte went to the socket and was flushed.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.queued == 0 && !self.needs_flush
+    }
+
     /// Encodes one frame behind those already queued.
     pub(crate) fn push(&mut self, frame: Frame) {
         let before = self.staging.len();

@@ -1,0 +1,126 @@
+//! [`Io`]: the socket and the frames on their way to it, behind a lock of their own.
+//!
+//! The driver (the task polling the muxer) reads and writes through it. A stream that has just
+//! queued frames (data, a close, a window update) sends them itself, from its own task, when the
+//! socket is idle: this saves the hop to the driver's task on every request and answer. Only a
+//! free, idle socket is used (`try_lock`, nothing waiting to be written or flushed): a stream
+//! never waits for the lock, and when the socket cannot take everything, or is busy, the driver
+//! is woken to carry on. Locks are
+//! always taken in the order `Io`, then [`Shared`]; a stream releases `Shared` before it tries
+//! `Io`.
+
+use std::task::Context;
+
+use futures::AsyncWrite;
+use parking_lot::Mutex;
+
+use super::{Shared, writer::FrameWriter};
+use crate::error::ConnectionError;
+
+/// The socket and its writer.
+#[derive(Debug)]
+pub(crate) struct Io<C> {
+    pub(crate) socket: C,
+    pub(crate) writer: FrameWriter,
+    /// A write by a stream's task failed: the driver ends the connection with this error.
+    pub(crate) failed: Option<ConnectionError>,
+    /// The connection is closing or closed: only the driver writes.
+    pub(crate) closed: bool,
+}
+
+impl<C: AsyncWrite + Unpin> Io<C> {
+    pub(crate) fn new(socket: C, writer: FrameWriter) -> Self {
+        Self {
+            socket,
+            writer,
+            failed: None,
+            closed: false,
+        }
+    }
+
+    /// Moves frames the core has queued into the writer; true if there were any.
+    pub(crate) fn encode_outgoing(&mut self, shared: &Mutex<Shared>) -> bool {
+        if !self.writer.has_room() {
+            return false;
+        }
+        let mut shared = shared.lock();
+        for spent in self.writer.take_spent() {
+            shared.pool.recycle(spent);
+        }
+        let mut any = false;
+        while self.writer.has_room() {
+            let Some(frame) = shared.core.poll_transmit() else {
+                break;
+            };
+            tracing::trace!(?frame, "send frame");
+            self.writer.push(frame);
+            any = true;
+        }
+        if any {
+            self.writer.mark(shared.core.transmitted());
+            shared.dispatch_events();
+        }
+        any
+    }
+
+    /// Writes encoded frames to the socket and flushes; true if anything moved.
+    pub(crate) fn poll_write_out(
+        &mut self,
+        shared: &Mutex<Shared>,
+        cx: &mut Context<'_>,
+    ) -> Result<bool, ConnectionError> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
+        let progress = self.writer.poll_write_out(&mut self.socket, cx)?;
+        if let Some(frames) = progress.flushed_frames {
+            shared.lock().on_flushed(frames);
+        }
+        Ok(progress.moved)
+    }
+}
+
+/// What a stream needs of the socket without knowing its type.
+pub(crate) trait Pump: Send + Sync {
+    /// Sends what the core has queued, from the calling task, if the socket is free; otherwise,
+    /// or when the socket cannot take it all, wakes the driver.
+    fn pump(&self, shared: &Mutex<Shared>, cx: &mut Context<'_>);
+}
+
+impl<C: AsyncWrite + Unpin + Send> Pump for Mutex<Io<C>> {
+    fn pump(&self, shared: &Mutex<Shared>, cx: &mut Context<'_>) {
+        let Some(mut io) = self.try_lock() else {
+            // The driver is at the socket; it sends what was queued before it lets go.
+            shared.lock().wake_driver();
+            return;
+        };
+        // Only an idle socket: once it backs up, the driver alone waits on it (a socket keeps
+        // one waker, and streams taking turns at it would keep replacing the driver's).
+        if io.closed || io.failed.is_some() || !io.writer.is_idle() {
+            shared.lock().wake_driver();
+            return;
+        }
+        let result = loop {
+            let encoded = io.encode_outgoing(shared);
+            match io.poll_write_out(shared, cx) {
+                Ok(written) if encoded || written => continue,
+                Ok(_) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        let done = match result {
+            Ok(()) => io.writer.is_idle(),
+            Err(e) => {
+                io.failed = Some(e);
+                false
+            }
+        };
+        drop(io);
+        let mut shared = shared.lock();
+        // What the socket did not take (its waker is this task's) and what was queued since
+        // belong to the driver.
+        if !done || shared.core.has_transmit() {
+            shared.wake_driver();
+        }
+    }
+}
