@@ -2,9 +2,8 @@
 //!
 //! Heads and small frames are gathered in one staging buffer; the body of a large Data frame is
 //! queued as its own segment and handed to the socket as it is (vectored write), never copied.
-//! A socket that takes only the first slice of a vectored write (it has no real vectored write)
-//! gets every frame gathered into the staging buffer instead, so that a frame's head is not
-//! sent alone in a tiny packet.
+//! A socket without real vectored writes takes the segments one by one: libp2p's TCP stream
+//! has them, and a security layer above the muxer's socket (noise) gathers small writes itself.
 
 use std::{
     collections::VecDeque,
@@ -52,9 +51,6 @@ pub(crate) struct FrameWriter {
     needs_flush: bool,
     /// Bodies the socket has taken, for the buffer pool.
     spent: Vec<Bytes>,
-    /// Whether large bodies are sent as their own slices (until the socket shows that it
-    /// writes only the first slice of a vectored write).
-    vectored: bool,
 }
 
 impl FrameWriter {
@@ -69,7 +65,6 @@ impl FrameWriter {
             marks: VecDeque::new(),
             needs_flush: false,
             spent: Vec::new(),
-            vectored: true,
         }
     }
 
@@ -91,14 +86,9 @@ impl FrameWriter {
     /// Encodes one frame behind those already queued.
     pub(crate) fn push(&mut self, frame: Frame) {
         let before = self.staging.len();
-        let copy_limit = if self.vectored {
-            COPY_LIMIT
-        } else {
-            usize::MAX
-        };
         let body = self
             .codec
-            .encode_split(frame, &mut self.staging, copy_limit);
+            .encode_split(frame, &mut self.staging, COPY_LIMIT);
         let mut added = self.staging.len() - before;
         if let Some(body) = body {
             added += body.len();
@@ -133,14 +123,9 @@ impl FrameWriter {
                 slices[count] = IoSlice::new(&self.staging);
                 count += 1;
             }
-            let first_len = slices[0].len();
             match Pin::new(&mut *socket).poll_write_vectored(cx, &slices[..count]) {
                 Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
                 Poll::Ready(Ok(n)) => {
-                    if count > 1 && n == first_len && self.vectored {
-                        tracing::trace!("socket writes one slice at a time: gathering frames");
-                        self.vectored = false;
-                    }
                     self.advance(n);
                     self.needs_flush = true;
                     progress.moved = true;
