@@ -146,6 +146,8 @@ pub enum Case {
     Throughput { streams: usize, bytes_each: usize },
     /// Open a stream, send 64 B, close writing, read the 64 B answer to EOF: µs, median.
     RequestResponse { requests: usize },
+    /// The same, its 99th percentile: the tail a busy node sees.
+    RequestResponseP99 { requests: usize },
     /// Open a stream, send 1 byte, close it from both sides, 8 streams at a time: µs per stream.
     /// (The byte is there because yamux announces a stream with its first data: a stream
     /// closed before any data never reaches the listener.)
@@ -160,7 +162,9 @@ impl Case {
     pub fn unit(self) -> &'static str {
         match self {
             Case::Throughput { .. } => "MiB/s",
-            Case::RequestResponse { .. } | Case::OpenClose { .. } => "µs",
+            Case::RequestResponse { .. }
+            | Case::RequestResponseP99 { .. }
+            | Case::OpenClose { .. } => "µs",
         }
     }
 }
@@ -179,6 +183,13 @@ pub async fn run(case: Case, kind: Muxer, link: Link) -> Option<Sample> {
             bytes_each,
         } => Some(throughput(kind, link, streams, bytes_each).await),
         Case::RequestResponse { requests } => Some(request_response(kind, link, requests).await),
+        Case::RequestResponseP99 { requests } => {
+            let latencies = request_response_latencies(kind, link, requests).await;
+            Some(Sample {
+                value: percentile(latencies, 0.99),
+                fairness: None,
+            })
+        }
         Case::OpenClose { streams } if kind != Muxer::None => {
             Some(open_close(kind, link, streams).await)
         }
@@ -331,7 +342,11 @@ pub async fn open_close(kind: Muxer, link: Link, streams: usize) -> Sample {
     }
 }
 
-pub fn median(mut v: Vec<f64>) -> f64 {
+pub fn median(v: Vec<f64>) -> f64 {
+    percentile(v, 0.5)
+}
+
+pub fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
+    v[((v.len() - 1) as f64 * p).round() as usize]
 }

@@ -331,6 +331,16 @@ fn main() {
             Case::RequestResponse { requests: 2000 },
         ),
         (
+            "request/response p99, memory pipe",
+            Link::Memory,
+            Case::RequestResponseP99 { requests: 2000 },
+        ),
+        (
+            "request/response p99, TCP",
+            Link::Tcp,
+            Case::RequestResponseP99 { requests: 2000 },
+        ),
+        (
             "open+close, memory pipe",
             Link::Memory,
             Case::OpenClose { streams: 4000 },
