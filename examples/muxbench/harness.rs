@@ -350,3 +350,45 @@ pub fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
+
+/// Ours (extension mode): `flooded` streams that a peer writes flat out to while nobody reads
+/// them, each stuck at its 256 KiB window, then one more stream carrying `bytes`: MiB/s of that
+/// stream. With `flooded` 0, the same stream alone.
+pub async fn beside_flood(link: Link, flooded: usize, bytes: usize) -> f64 {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let (a, b) = sockets(link).await;
+    let mut config = Config::default();
+    config.set_max_num_streams(flooded + 8);
+    let (a, b) = upgrade!(config, EXTENSION_PROTOCOL, a, b);
+    let (client, mut server) = (Arc::new(drive(a)), drive(b));
+    let written = Arc::new(AtomicUsize::new(0));
+    let chunk = Arc::new(vec![3u8; CHUNK]);
+    let mut unread = Vec::with_capacity(flooded);
+    for _ in 0..flooded {
+        let mut s = client.open().await;
+        let (written, chunk) = (written.clone(), chunk.clone());
+        tokio::spawn(async move {
+            while s.write_all(&chunk).await.is_ok() {
+                written.fetch_add(chunk.len(), Ordering::Relaxed);
+            }
+        });
+        unread.push(server.accept().await);
+    }
+    // Every flooded stream has used its whole window (256 KiB, four chunks).
+    let windows = flooded * libp2p_mplex_halfclose::core::INITIAL_WINDOW as usize;
+    while written.load(Ordering::Relaxed) < windows {
+        tokio::task::yield_now().await;
+    }
+    let start = Instant::now();
+    let sender = tokio::spawn({
+        let client = client.clone();
+        async move { send(Box::new(client.open().await), bytes).await }
+    });
+    let got = receive(Box::new(server.accept().await)).await;
+    let elapsed = start.elapsed();
+    sender.await.expect("sender");
+    assert_eq!(got, bytes, "every byte arrives");
+    drop(unread);
+    bytes as f64 / (1 << 20) as f64 / elapsed.as_secs_f64()
+}

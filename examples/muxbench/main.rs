@@ -369,6 +369,28 @@ fn main() {
         print_row(&row);
         rows.push(row);
     }
+    if args.only.as_deref().is_none_or(|o| "flood".contains(o)) {
+        const FLOODED: usize = 1000;
+        let mut alone = Vec::new();
+        let mut beside = Vec::new();
+        for _ in 0..args.rounds {
+            for flooded in [0, FLOODED] {
+                let task = runtime.spawn(harness::beside_flood(Link::Memory, flooded, mib));
+                let rate = runtime.block_on(task).expect("measurement task");
+                if flooded == 0 {
+                    alone.push(rate)
+                } else {
+                    beside.push(rate)
+                }
+            }
+        }
+        let (alone, beside) = (median(alone), median(beside));
+        println!(
+            "\nflood: 1 stream beside {FLOODED} streams flooded and never read (ours, extension, memory pipe): \
+             {beside:.0} MiB/s; alone: {alone:.0} MiB/s; ratio {:.2}",
+            beside / alone
+        );
+    }
     let mut sweep = Vec::new();
     if args.svg.is_some() || args.json.is_some() {
         println!(

@@ -74,6 +74,7 @@ impl Connection {
 
     fn on_data(&mut self, id: StreamId, data: Bytes) -> Result<(), ProtocolViolation> {
         let mode = self.mode;
+        let now = self.now;
         let Some(entry) = self.streams.get_mut(&id) else {
             tracing::trace!(stream = %id, "discarding data for unknown stream");
             return Ok(());
@@ -84,14 +85,13 @@ impl Connection {
         }
         let len = data.len() as u64;
         if mode == Mode::Extension {
-            entry
-                .recv_window
-                .on_data(len)
-                .map_err(|credit| ProtocolViolation::CreditExceeded {
+            entry.recv_window.on_data(len, now).map_err(|credit| {
+                ProtocolViolation::CreditExceeded {
                     stream: id,
                     credit,
                     len,
-                })?;
+                }
+            })?;
         }
         if data.is_empty() {
             return Ok(());

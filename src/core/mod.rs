@@ -3,15 +3,18 @@
 //! [`Connection`] is fed decoded frames ([`Connection::handle_frame`]) and application calls
 //! (`open_stream`, `read`, `write`, `close_write`, `close_read`, `reset`, `drop_stream`). It hands
 //! back frames to send ([`Connection::poll_transmit`]) and events for the async layer
-//! ([`Connection::poll_event`]). It owns no socket, no waker and no clock, so every transition can
-//! be tested by calling it directly.
+//! ([`Connection::poll_event`]). It owns no socket, no waker and no clock (the time comes in
+//! through [`Connection::set_time`]), so every transition can be tested by calling it directly.
 
 mod flow;
 mod incoming;
 mod outbox;
 mod stream;
 
-use std::collections::{HashMap, VecDeque};
+use std::{
+    collections::{HashMap, VecDeque},
+    time::Instant,
+};
 
 use bytes::Bytes;
 
@@ -102,6 +105,8 @@ pub struct Connection {
     blocking_stream: Option<StreamId>,
     refused_in_a_row: u64,
     closed: Option<ConnectionError>,
+    /// The time, as last told by [`Connection::set_time`] (window tuning measures round trips).
+    now: Instant,
 }
 
 impl Connection {
@@ -128,7 +133,14 @@ impl Connection {
             blocking_stream: None,
             refused_in_a_row: 0,
             closed: None,
+            now: Instant::now(),
         }
+    }
+
+    /// Tells the core the time. The core reads no clock; the async layer calls this before
+    /// feeding it frames and application calls.
+    pub fn set_time(&mut self, now: Instant) {
+        self.now = now;
     }
 
     /// The protocol this connection speaks.
@@ -227,7 +239,7 @@ impl Connection {
                 .saturating_sub(self.window_total);
             entry
                 .recv_window
-                .on_consumed(len, self.config.max_stream_window, budget)
+                .on_consumed(len, self.config.max_stream_window, budget, self.now)
         } else {
             None
         };

@@ -9,6 +9,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, Waker},
+    time::Instant,
 };
 
 use futures::{AsyncRead, AsyncWrite};
@@ -126,6 +127,7 @@ impl Shared {
         call: impl FnOnce(&mut Connection, &mut BufferPool) -> T,
     ) -> T {
         let was_reading = self.core.wants_frames();
+        self.core.set_time(Instant::now());
         let result = call(&mut self.core, &mut self.pool);
         if !was_reading && self.core.wants_frames() {
             self.wake_driver();
@@ -255,6 +257,7 @@ where
     fn handle_buffered_frames(&mut self) -> Result<(bool, bool), ConnectionError> {
         let mut guard = self.shared.lock();
         let shared = &mut *guard;
+        shared.core.set_time(Instant::now());
         let mut handled = false;
         while shared.core.wants_frames() {
             let Some(frame) = self.reader.next_frame(&mut shared.pool)? else {
