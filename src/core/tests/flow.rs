@@ -1,0 +1,158 @@
+//! Credit, windows and the order in which frames leave.
+
+use super::*;
+
+#[test]
+fn writer_blocks_at_zero_credit_and_resumes_when_the_reader_reads() {
+    let mut p = Pair::new(Mode::Extension);
+    let (a, b) = p.open();
+    let chunk = vec![7u8; 64 * 1024];
+    let mut sent = 0u64;
+    while let WriteOutcome::Written(n) = p.a.write(a, &chunk).unwrap() {
+        sent += n as u64;
+        p.deliver();
+    }
+    assert_eq!(
+        sent, INITIAL_WINDOW,
+        "the writer stops exactly at the initial window"
+    );
+    drain_events(&mut p.a);
+    let (data, _) = read_all(&mut p.b, b);
+    assert_eq!(data.len() as u64, INITIAL_WINDOW);
+    p.deliver();
+    assert!(drain_events(&mut p.a).contains(&Event::Writable(a)));
+    assert!(matches!(
+        p.a.write(a, &chunk).unwrap(),
+        WriteOutcome::Written(_)
+    ));
+}
+
+#[test]
+fn data_beyond_credit_is_a_protocol_violation() {
+    let mut p = Pair::new(Mode::Extension);
+    let (_a, b) = p.open();
+    let big = bytes::Bytes::from(vec![0u8; INITIAL_WINDOW as usize]);
+    p.b.handle_frame(Frame::Data { id: b, data: big }).unwrap();
+    let err = p.b.handle_frame(Frame::Data {
+        id: b,
+        data: bytes::Bytes::from_static(b"x"),
+    });
+    assert!(matches!(
+        err,
+        Err(ConnectionError::ProtocolViolation(
+            ProtocolViolation::CreditExceeded {
+                credit: 0,
+                len: 1,
+                ..
+            }
+        ))
+    ));
+    // The connection is closed: every stream fails with the cause.
+    assert!(p.b.closed().is_some());
+}
+
+#[test]
+fn window_update_overflow_is_a_protocol_violation() {
+    let mut p = Pair::new(Mode::Extension);
+    let (a, _b) = p.open();
+    let err = p.a.handle_frame(Frame::WindowUpdate {
+        id: a,
+        credit: MAX_CREDIT,
+    });
+    assert!(matches!(
+        err,
+        Err(ConnectionError::ProtocolViolation(
+            ProtocolViolation::WindowOverflow(_)
+        ))
+    ));
+}
+
+#[test]
+fn on_a_long_link_the_window_grows_while_the_sender_waits_for_credit() {
+    let mut p = Pair::new(Mode::Extension);
+    let (a, b) = p.open();
+    let chunk = vec![1u8; 64 * 1024];
+    // 10 ms each way; the application on each side acts at once.
+    let one_way = std::time::Duration::from_millis(10);
+    let mut now = std::time::Instant::now();
+    for _ in 0..100 {
+        // The sender uses all its credit (the window is the bottleneck)...
+        now += one_way;
+        p.b.set_time(now);
+        loop {
+            while let WriteOutcome::Written(_) = p.a.write(a, &chunk).unwrap() {}
+            if !carry(&mut p.a, &mut p.b, p.mode) {
+                break; // blocked with nothing in flight: out of credit
+            }
+            p.a.on_flushed(p.a.transmitted());
+        }
+        // ...the reader takes everything at once, and its grants travel back.
+        let _ = read_all(&mut p.b, b);
+        now += one_way;
+        p.a.set_time(now);
+        carry(&mut p.b, &mut p.a, p.mode);
+        p.b.on_flushed(p.b.transmitted());
+    }
+    let window = p.b.streams.get(&b).unwrap().recv_window.size();
+    assert_eq!(window, Config::default().max_stream_window);
+}
+
+#[test]
+fn the_window_stays_put_when_the_sender_never_runs_short() {
+    let mut p = Pair::new(Mode::Extension);
+    let (a, b) = p.open();
+    let chunk = vec![1u8; 16 * 1024];
+    for _ in 0..1000 {
+        // Small writes, each read at once: the sender always holds plenty of credit.
+        write_all(&mut p.a, a, &chunk);
+        p.deliver();
+        let _ = read_all(&mut p.b, b);
+        p.deliver();
+    }
+    assert_eq!(
+        p.b.streams.get(&b).unwrap().recv_window.size(),
+        INITIAL_WINDOW
+    );
+}
+
+#[test]
+fn streams_take_turns_and_a_flat_out_writer_cannot_shut_out_another() {
+    let mut p = Pair::new(Mode::Extension);
+    let (a1, _) = p.open();
+    let (a2, _) = p.open();
+    let chunk = vec![0u8; 1024];
+    // a1 writes until it may not queue more...
+    let mut queued = 0;
+    while let WriteOutcome::Written(n) = p.a.write(a1, &chunk).unwrap() {
+        queued += n;
+    }
+    assert!(queued > 0);
+    // ...a2 still gets its frame in, and goes out second, not behind all of a1's data.
+    assert_eq!(p.a.write(a2, b"me too").unwrap(), WriteOutcome::Written(6));
+    let order: Vec<StreamId> = std::iter::from_fn(|| p.a.poll_transmit())
+        .filter(|f| matches!(f, Frame::Data { .. }))
+        .map(|f| f.stream_id())
+        .take(3)
+        .collect();
+    assert_eq!(order, vec![a1, a2, a1]);
+}
+
+#[test]
+fn close_waits_behind_the_stream_data_but_not_behind_other_streams() {
+    let mut p = Pair::new(Mode::PlainMplex);
+    let (a1, _) = p.open();
+    let (a2, _) = p.open();
+    write_all(&mut p.a, a1, &[1u8; 1000]);
+    write_all(&mut p.a, a2, &[2u8; 1000]);
+    p.a.close_write(a1).unwrap();
+    let frames: Vec<Frame> = std::iter::from_fn(|| p.a.poll_transmit()).collect();
+    let close_at = frames
+        .iter()
+        .position(|f| *f == Frame::Close { id: a1 })
+        .unwrap();
+    let data_at = frames
+        .iter()
+        .position(|f| matches!(f, Frame::Data { id, .. } if *id == a1))
+        .unwrap();
+    assert!(data_at < close_at);
+}
