@@ -39,7 +39,12 @@ fn throughput(c: &mut Criterion) {
     const TOTAL: usize = 32 << 20;
     for (link, link_name) in LINKS {
         for streams in [1, 64] {
-            let mut group = c.benchmark_group(format!("throughput/{streams} streams/{link_name}"));
+            let streams_name = if streams == 1 {
+                "1 stream".to_string()
+            } else {
+                format!("{streams} streams")
+            };
+            let mut group = c.benchmark_group(format!("throughput/{streams_name}/{link_name}"));
             group.throughput(Throughput::Bytes(TOTAL as u64));
             group.sample_size(10);
             for muxer in Muxer::ALL {
