@@ -40,12 +40,13 @@ impl<C: AsyncWrite + Unpin> Io<C> {
 
     /// Moves frames the core has queued into the writer; true if there were any.
     pub(crate) fn encode_outgoing(&mut self, shared: &Mutex<Shared>) -> bool {
-        if !self.writer.has_room() {
-            return false;
-        }
         let mut shared = shared.lock();
+        // Spent bodies go back to the pool on every pass, also while the writer is full.
         for spent in self.writer.take_spent() {
             shared.pool.recycle(spent);
+        }
+        if !self.writer.has_room() {
+            return false;
         }
         let mut any = false;
         while self.writer.has_room() {

@@ -3,8 +3,8 @@
 //! Data moves through the muxer in buffers of up to a frame: the copy of a write, the body of a
 //! received frame. Allocating each anew costs a page fault and a zeroing pass per frame once the
 //! allocator hands memory back to the system between frames. The pool keeps a few spent buffers
-//! (written to the socket, or read by the application) and hands them out again. Their contents
-//! stay initialised, so a reused receive buffer needs no zeroing either.
+//! (written to the socket, or read by the application) and hands them out again, whole even
+//! when only their last piece comes back.
 //!
 //! A buffer is reused only for data of nearly its size (at most a quarter more), so that data
 //! held in it (unread data of a stream, say) never keeps a much larger buffer alive: what the
@@ -39,16 +39,12 @@ impl BufferPool {
         buf.freeze()
     }
 
-    /// A buffer of `len` bytes, whose contents are to be overwritten.
+    /// A buffer of `len` zeroed bytes, to be overwritten.
     pub(crate) fn filled(&mut self, len: usize) -> BytesMut {
         let Some(mut buf) = self.take_fitting(len) else {
             return BytesMut::zeroed(len);
         };
-        if buf.len() >= len {
-            buf.truncate(len);
-        } else {
-            buf.resize(len, 0);
-        }
+        buf.resize(len, 0);
         buf
     }
 
@@ -61,14 +57,21 @@ impl BufferPool {
         Some(self.free.swap_remove(i))
     }
 
-    /// Takes back a buffer nobody else holds.
+    /// Takes back a buffer nobody else holds. `bytes` may be the last piece of a larger buffer
+    /// (what is left of a partly written or partly read frame): the whole buffer comes back.
     pub(crate) fn recycle(&mut self, bytes: Bytes) {
-        if self.free.len() >= POOL_BUFFERS || bytes.len() < MIN_POOLED {
+        if self.free.len() >= POOL_BUFFERS {
             return;
         }
-        if let Ok(buf) = bytes.try_into_mut()
-            && buf.capacity() <= MAX_POOLED
-        {
+        let Ok(mut buf) = bytes.try_into_mut() else {
+            return;
+        };
+        // Free again the part of the buffer in front of this piece. Its old contents no longer
+        // count as initialised: a buffer reused for reading is zeroed first (no page faults,
+        // though: the memory is the process's already).
+        buf.clear();
+        let _ = buf.try_reclaim(buf.capacity() + 1);
+        if (MIN_POOLED..=MAX_POOLED).contains(&buf.capacity()) {
             self.free.push(buf);
         }
     }
@@ -86,8 +89,7 @@ mod tests {
         pool.recycle(first);
         let second = pool.filled(64 * 1024);
         assert_eq!(second.as_ptr(), address);
-        // The old contents are still there: no zeroing pass.
-        assert_eq!(second[100], 1);
+        assert_eq!(second.len(), 64 * 1024);
     }
 
     #[test]
@@ -99,6 +101,22 @@ mod tests {
         assert!(pool.filled(20 * 1024).capacity() < 64 * 1024);
         assert_eq!(pool.free.len(), 1);
         drop(small);
+    }
+
+    #[test]
+    fn the_last_piece_of_a_buffer_brings_the_whole_buffer_back() {
+        let mut pool = BufferPool::default();
+        let mut frame = pool.copy(&[1u8; 64 * 1024]);
+        let address = frame.as_ptr();
+        let _ = frame.split_to(64 * 1024 - 100); // written or read, and dropped
+        pool.recycle(frame);
+        assert_eq!(pool.copy(&[2u8; 64 * 1024]).as_ptr(), address);
+        // Likewise a larger piece.
+        let mut frame = pool.copy(&[3u8; 64 * 1024]);
+        let address = frame.as_ptr();
+        let _ = frame.split_to(24 * 1024);
+        pool.recycle(frame);
+        assert_eq!(pool.copy(&[4u8; 64 * 1024]).as_ptr(), address);
     }
 
     #[test]
