@@ -12,8 +12,10 @@
 
 use bytes::{Bytes, BytesMut};
 
-/// How many buffers the pool keeps at most.
-const POOL_BUFFERS: usize = 4;
+/// How many buffers the pool keeps at most: enough for the frames of a grown window in flight.
+const POOL_BUFFERS: usize = 16;
+/// How many bytes of buffers the pool keeps at most, so that an idle connection holds little.
+const POOL_BYTES: usize = 1024 * 1024;
 /// Buffers smaller than this are not worth keeping (and copies this small are not worth a
 /// pooled buffer).
 const MIN_POOLED: usize = 8 * 1024;
@@ -23,6 +25,8 @@ const MAX_POOLED: usize = 256 * 1024;
 #[derive(Debug, Default)]
 pub(crate) struct BufferPool {
     free: Vec<BytesMut>,
+    /// The capacity of the buffers in `free`.
+    bytes: usize,
 }
 
 impl BufferPool {
@@ -54,7 +58,9 @@ impl BufferPool {
             .free
             .iter()
             .position(|b| b.capacity() >= len && b.capacity() - len <= len / 4)?;
-        Some(self.free.swap_remove(i))
+        let buf = self.free.swap_remove(i);
+        self.bytes -= buf.capacity();
+        Some(buf)
     }
 
     /// Takes back a buffer nobody else holds. `bytes` may be the last piece of a larger buffer
@@ -71,7 +77,9 @@ impl BufferPool {
         // though: the memory is the process's already).
         buf.clear();
         let _ = buf.try_reclaim(buf.capacity() + 1);
-        if (MIN_POOLED..=MAX_POOLED).contains(&buf.capacity()) {
+        let capacity = buf.capacity();
+        if (MIN_POOLED..=MAX_POOLED).contains(&capacity) && self.bytes + capacity <= POOL_BYTES {
+            self.bytes += capacity;
             self.free.push(buf);
         }
     }
@@ -132,11 +140,20 @@ mod tests {
     }
 
     #[test]
-    fn the_pool_keeps_a_bounded_number_of_buffers() {
+    fn the_pool_keeps_a_bounded_number_of_buffers_and_bytes() {
         let mut pool = BufferPool::default();
         for _ in 0..3 * POOL_BUFFERS {
             pool.recycle(Bytes::from(vec![0u8; MIN_POOLED]));
         }
         assert_eq!(pool.free.len(), POOL_BUFFERS);
+        let mut pool = BufferPool::default();
+        for _ in 0..3 * POOL_BUFFERS {
+            pool.recycle(Bytes::from(vec![0u8; MAX_POOLED]));
+        }
+        assert_eq!(pool.free.len(), POOL_BYTES / MAX_POOLED);
+        assert_eq!(pool.bytes, POOL_BYTES);
+        // Taking one out makes room again.
+        let _ = pool.filled(MAX_POOLED);
+        assert_eq!(pool.bytes, POOL_BYTES - MAX_POOLED);
     }
 }
