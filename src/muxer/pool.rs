@@ -38,7 +38,7 @@ impl BufferPool {
         let Some(mut buf) = self.take_fitting(data.len()) else {
             return Bytes::copy_from_slice(data);
         };
-        buf.clear();
+        // Kept buffers are empty (see `recycle`).
         buf.extend_from_slice(data);
         buf.freeze()
     }
