@@ -68,6 +68,10 @@
 //! In plain-mplex mode a local [`Stream::close_read`] sends nothing, so for the drop rules the
 //! read side counts as open until the peer closes.
 //!
+//! A stream we open is announced to the peer with its first frame (a write, a close of either
+//! direction, a read that waits, or a flush), as yamux does; one dropped or reset before that
+//! sends nothing at all.
+//!
 //! # Errors
 //!
 //! Stream I/O fails with an `io::Error` whose kind says what happened and whose inner error is

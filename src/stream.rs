@@ -168,6 +168,11 @@ impl Stream {
     /// waits from this task when the socket is free.
     fn poll_flushed(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let mut shared = self.shared.lock();
+        if shared.core.has_transmit() {
+            // Send first, then wait: a flush by this very call must not wake this task.
+            self.send_queued(shared, Some(cx));
+            shared = self.shared.lock();
+        }
         if shared.core.is_flushed(self.id) {
             return Poll::Ready(Ok(()));
         }
@@ -175,13 +180,6 @@ impl Stream {
             return Poll::Ready(Err(StreamError::Connection(e.clone()).into()));
         }
         shared.register_flush(cx.waker());
-        if shared.core.has_transmit() {
-            self.send_queued(shared, Some(cx));
-            shared = self.shared.lock();
-            if shared.core.is_flushed(self.id) {
-                return Poll::Ready(Ok(()));
-            }
-        }
         shared.wake_driver();
         Poll::Pending
     }
@@ -243,7 +241,10 @@ impl AsyncWrite for Stream {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().poll_flushed(cx)
+        let this = self.get_mut();
+        // A flush makes a stream we opened known to the peer, even before its first frame.
+        this.shared.lock().core.announce(this.id);
+        this.poll_flushed(cx)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

@@ -254,8 +254,9 @@ async fn both_sides_closed_then_dropped_sends_nothing_and_frees_the_stream() {
         let (a, b) = memory_pair(Mode::Extension, Config::default());
         let (a, mut b) = (drive(a), drive(b));
         let mut s = a.open().await;
-        let mut peer = b.accept().await;
+        // The Close is the stream's first frame: it announces the stream.
         s.close_write().await.unwrap();
+        let mut peer = b.accept().await;
         peer.close_write().await.unwrap();
         assert_eq!(read_to_end(&mut s).await.unwrap(), b"");
         assert_eq!(read_to_end(&mut peer).await.unwrap(), b"");
@@ -385,6 +386,34 @@ async fn close_completes_while_another_stream_keeps_the_connection_busy() {
             );
             flat_out.abort();
             drain.abort();
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_flush_or_a_waiting_read_makes_a_new_stream_known_before_anything_is_written() {
+    for mode in both_modes() {
+        within(async {
+            let (a, mut b) = driven_pair(mode, Config::default());
+            // The peer writes first on this one: our read waits and announces the stream.
+            let mut reader = a.open().await;
+            let read = tokio::spawn(async move {
+                let mut buf = [0u8; 5];
+                reader.read_exact(&mut buf).await.unwrap();
+                buf
+            });
+            let mut peer = b.accept().await;
+            peer.write_all(b"first").await.unwrap();
+            peer.close_write().await.unwrap();
+            assert_eq!(&read.await.unwrap(), b"first");
+            // A flush announces a stream that has nothing to say yet.
+            let mut flushed = a.open().await;
+            flushed.flush().await.unwrap();
+            let mut peer = b.accept().await;
+            flushed.write_all(b"later").await.unwrap();
+            flushed.close_write().await.unwrap();
+            assert_eq!(read_to_end(&mut peer).await.unwrap(), b"later");
         })
         .await;
     }

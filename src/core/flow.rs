@@ -72,15 +72,16 @@ impl RecvWindow {
         self.size
     }
 
-    /// Takes `len` bytes of credit for data arriving at `now`; `Err(credit)` if the peer had
-    /// too little.
-    pub(crate) fn on_data(&mut self, len: u64, now: Instant) -> Result<(), u64> {
+    /// Takes `len` bytes of credit for data arriving now; `Err(credit)` if the peer had too
+    /// little. `now` is asked only when this data answers a grant (it times the round trip).
+    pub(crate) fn on_data(&mut self, len: u64, now: impl FnOnce() -> Instant) -> Result<(), u64> {
         match self.remaining.checked_sub(len) {
             Some(rest) => {
                 self.remaining = rest;
                 self.sender_ran_low |= rest <= self.size / 4;
                 self.sender_blocked = rest == 0;
                 if let Some(granted) = self.rtt_probe.take() {
+                    let now = now();
                     self.rtt = Some(now.saturating_duration_since(granted));
                     self.answered_at = Some(now);
                 }
@@ -95,7 +96,8 @@ impl RecvWindow {
         self.reader_waited = true;
     }
 
-    /// The application consumed `len` bytes at `now`.
+    /// The application consumed `len` bytes. `now` is asked only for a grant to a blocked
+    /// sender (which times the round trip).
     ///
     /// Grants credit once half a window has been consumed. The window doubles, bounded by
     /// `max_size` and by `budget` (the growth the connection can still afford), when it is what
@@ -109,18 +111,19 @@ impl RecvWindow {
         len: u64,
         max_size: u64,
         budget: u64,
-        now: Instant,
+        now: impl FnOnce() -> Instant,
     ) -> Option<Grant> {
         self.consumed += len;
         if self.consumed < self.size / 2 {
             return None;
         }
-        let waiting_dominates = self.sender_blocked
-            && match (self.answered_at, self.rtt) {
+        let mut waiting_dominates = false;
+        if self.sender_blocked {
+            let now = now();
+            waiting_dominates = match (self.answered_at, self.rtt) {
                 (Some(answered), Some(rtt)) => now.saturating_duration_since(answered) < rtt,
                 _ => false,
             };
-        if self.sender_blocked {
             // This grant is what the sender waits for: its answer times the round trip.
             self.rtt_probe = Some(now);
             self.answered_at = None;
@@ -163,7 +166,7 @@ mod tests {
                 w.on_reader_blocked();
                 let (at, n) = in_flight.pop_front().expect("credit is never withheld");
                 clock = clock.max(at);
-                w.on_data(n, at).unwrap();
+                w.on_data(n, || at).unwrap();
                 buffered += n;
             }
             let n = buffered.min(CHUNK);
@@ -174,11 +177,11 @@ mod tests {
                     break;
                 }
                 in_flight.pop_front();
-                w.on_data(more, at).unwrap();
+                w.on_data(more, || at).unwrap();
                 buffered += more;
             }
             buffered -= n;
-            if let Some(grant) = w.on_consumed(n, max, budget, clock) {
+            if let Some(grant) = w.on_consumed(n, max, budget, || clock) {
                 budget -= grant.growth;
                 in_flight.push_back((clock + rtt, grant.credit));
             }
@@ -190,23 +193,23 @@ mod tests {
     fn data_within_credit_is_accepted_and_beyond_is_refused() {
         let mut w = RecvWindow::new();
         let now = Instant::now();
-        assert_eq!(w.on_data(INITIAL_WINDOW - 1, now), Ok(()));
-        assert_eq!(w.on_data(2, now), Err(1));
-        assert_eq!(w.on_data(1, now), Ok(()));
-        assert_eq!(w.on_data(1, now), Err(0));
+        assert_eq!(w.on_data(INITIAL_WINDOW - 1, || now), Ok(()));
+        assert_eq!(w.on_data(2, || now), Err(1));
+        assert_eq!(w.on_data(1, || now), Ok(()));
+        assert_eq!(w.on_data(1, || now), Err(0));
     }
 
     #[test]
     fn no_grant_before_half_a_window_is_consumed() {
         let mut w = RecvWindow::new();
         let now = Instant::now();
-        w.on_data(INITIAL_WINDOW / 2, now).unwrap();
+        w.on_data(INITIAL_WINDOW / 2, || now).unwrap();
         w.on_reader_blocked();
         assert_eq!(
-            w.on_consumed(INITIAL_WINDOW / 2 - 1, u64::MAX, u64::MAX, now),
+            w.on_consumed(INITIAL_WINDOW / 2 - 1, u64::MAX, u64::MAX, || now),
             None
         );
-        let grant = w.on_consumed(1, u64::MAX, u64::MAX, now).unwrap();
+        let grant = w.on_consumed(1, u64::MAX, u64::MAX, || now).unwrap();
         // The sender still held half its credit: the window is not what limits it.
         assert_eq!(
             grant,

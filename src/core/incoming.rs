@@ -3,8 +3,8 @@
 use bytes::Bytes;
 
 use super::{
-    Connection, Event, MAX_CREDIT, MIN_REFUSED_STREAMS_LIMIT,
-    stream::{RecvState, SendState},
+    Connection, Event, MAX_CREDIT, MIN_REFUSED_STREAMS_LIMIT, StreamMap,
+    stream::{RecvState, SendState, StreamEntry},
 };
 use crate::{
     config::MaxBufferBehaviour,
@@ -49,6 +49,8 @@ impl Connection {
         Ok(())
     }
 
+    /// The stream a frame from the peer is for, if the peer can know of it: a stream we opened
+    /// but have not announced yet is unknown to it (and our answer would precede its NewStream).
     fn on_new_stream(&mut self, id: StreamId) -> Result<(), ProtocolViolation> {
         if self.streams.contains_key(&id) {
             return Err(ProtocolViolation::NewStreamForLiveId(id));
@@ -66,7 +68,7 @@ impl Connection {
             return Ok(());
         }
         self.refused_in_a_row = 0;
-        self.insert_stream(id);
+        self.insert_stream(id, true);
         self.inbound.push_back(id);
         self.events.push_back(Event::InboundReady);
         Ok(())
@@ -74,8 +76,8 @@ impl Connection {
 
     fn on_data(&mut self, id: StreamId, data: Bytes) -> Result<(), ProtocolViolation> {
         let mode = self.mode;
-        let now = self.now;
-        let Some(entry) = self.streams.get_mut(&id) else {
+        let now = self.clock();
+        let Some(entry) = known_stream(&mut self.streams, id) else {
             tracing::trace!(stream = %id, "discarding data for unknown stream");
             return Ok(());
         };
@@ -119,7 +121,7 @@ impl Connection {
     }
 
     fn on_close(&mut self, id: StreamId) {
-        let Some(entry) = self.streams.get_mut(&id) else {
+        let Some(entry) = known_stream(&mut self.streams, id) else {
             return;
         };
         if entry.recv == RecvState::Open {
@@ -129,14 +131,14 @@ impl Connection {
     }
 
     fn on_reset(&mut self, id: StreamId, code: u64) {
-        if self.streams.contains_key(&id) {
+        if known_stream(&mut self.streams, id).is_some() {
             tracing::debug!(stream = %id, code, "stream reset by peer");
             self.reset_stream(id, code, true);
         }
     }
 
     fn on_close_read(&mut self, id: StreamId, code: u64) {
-        let Some(entry) = self.streams.get_mut(&id) else {
+        let Some(entry) = known_stream(&mut self.streams, id) else {
             return;
         };
         if entry.send == SendState::Open {
@@ -150,7 +152,7 @@ impl Connection {
     }
 
     fn on_window_update(&mut self, id: StreamId, credit: u64) -> Result<(), ProtocolViolation> {
-        let Some(entry) = self.streams.get_mut(&id) else {
+        let Some(entry) = known_stream(&mut self.streams, id) else {
             return Ok(());
         };
         let total = entry.send_credit.saturating_add(credit);
@@ -164,4 +166,10 @@ impl Connection {
         }
         Ok(())
     }
+}
+
+/// The stream a frame from the peer is for, if the peer can know of it: a stream we opened but
+/// have not announced yet is unknown to it (and an answer would go out before its NewStream).
+fn known_stream(streams: &mut StreamMap<StreamEntry>, id: StreamId) -> Option<&mut StreamEntry> {
+    streams.get_mut(&id).filter(|entry| entry.announced)
 }

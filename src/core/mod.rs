@@ -3,8 +3,9 @@
 //! [`Connection`] is fed decoded frames ([`Connection::handle_frame`]) and application calls
 //! (`open_stream`, `read`, `write`, `close_write`, `close_read`, `reset`, `drop_stream`). It hands
 //! back frames to send ([`Connection::poll_transmit`]) and events for the async layer
-//! ([`Connection::poll_event`]). It owns no socket, no waker and no clock (the time comes in
-//! through [`Connection::set_time`]), so every transition can be tested by calling it directly.
+//! ([`Connection::poll_event`]). It owns no socket and no waker, so every transition can be
+//! tested by calling it directly. It reads the clock only when a window times a round trip (once
+//! per window's worth of data at most); tests fix the time with [`Connection::set_time`].
 
 mod flow;
 mod incoming;
@@ -105,8 +106,8 @@ pub struct Connection {
     blocking_stream: Option<StreamId>,
     refused_in_a_row: u64,
     closed: Option<ConnectionError>,
-    /// The time, as last told by [`Connection::set_time`] (window tuning measures round trips).
-    now: Instant,
+    /// The time fixed by [`Connection::set_time`]; the system clock when `None`.
+    fixed_time: Option<Instant>,
 }
 
 impl Connection {
@@ -133,14 +134,21 @@ impl Connection {
             blocking_stream: None,
             refused_in_a_row: 0,
             closed: None,
-            now: Instant::now(),
+            fixed_time: None,
         }
     }
 
-    /// Tells the core the time. The core reads no clock; the async layer calls this before
-    /// feeding it frames and application calls.
+    /// Fixes the time the core sees from now on, instead of the system clock (for tests and
+    /// simulations of a link's round trip).
     pub fn set_time(&mut self, now: Instant) {
-        self.now = now;
+        self.fixed_time = Some(now);
+    }
+
+    /// The time, for windows that time a round trip: asked for only when needed, since reading
+    /// the clock on every frame and call was a measurable share of a request's cost.
+    fn clock(&self) -> impl Fn() -> Instant + use<> {
+        let fixed = self.fixed_time;
+        move || fixed.unwrap_or_else(Instant::now)
     }
 
     /// The protocol this connection speaks.
@@ -195,9 +203,8 @@ impl Connection {
         let id = StreamId::local(self.next_local_num);
         // 2^61 streams cannot be opened in practice; saturating keeps the id unique until then.
         self.next_local_num = self.next_local_num.saturating_add(1);
-        self.insert_stream(id);
-        let name = Bytes::from(id.num().to_string());
-        self.queue_control(Frame::NewStream { id, name });
+        // Announced with its first frame (see `announce`).
+        self.insert_stream(id, false);
         Ok(Some(id))
     }
 
@@ -210,6 +217,7 @@ impl Connection {
     pub fn read(&mut self, id: StreamId, max: usize) -> Result<ReadOutcome, StreamError> {
         let mode = self.mode;
         let connection_open = self.closed.is_none();
+        let now = self.clock();
         let Some(entry) = self.streams.get_mut(&id) else {
             return Err(self.stale_stream_error());
         };
@@ -225,6 +233,8 @@ impl Connection {
             return match recv {
                 RecvState::Open if connection_open => {
                     entry.recv_window.on_reader_blocked();
+                    // The peer must know of the stream to send what this read waits for.
+                    self.announce(id);
                     Ok(ReadOutcome::Blocked)
                 }
                 RecvState::Open => Err(self.stale_stream_error()),
@@ -239,7 +249,7 @@ impl Connection {
                 .saturating_sub(self.window_total);
             entry
                 .recv_window
-                .on_consumed(len, self.config.max_stream_window, budget, self.now)
+                .on_consumed(len, self.config.max_stream_window, budget, now)
         } else {
             None
         };
@@ -306,6 +316,7 @@ impl Connection {
         {
             entry.send_credit -= len as u64;
         }
+        self.announce(id);
         self.queue_data(id, copy(&buf[..len]));
         Ok(WriteOutcome::Written(len))
     }
@@ -316,6 +327,7 @@ impl Connection {
         match entry.send {
             SendState::Open => {
                 entry.send = SendState::Closed;
+                self.announce(id);
                 self.queue_close(id);
                 Ok(())
             }
@@ -340,6 +352,7 @@ impl Connection {
         let freed = entry.discard_buffer() as u64;
         self.buffered_total -= freed;
         if mode == Mode::Extension && recv == RecvState::Open {
+            self.announce(id);
             self.queue_control(Frame::CloseRead { id, code });
         }
         if self.blocking_stream == Some(id) {
@@ -362,7 +375,7 @@ impl Connection {
             return;
         };
         self.forget(id, &entry);
-        if self.closed.is_some() {
+        if self.closed.is_some() || !entry.announced {
             self.outbox_data -= entry.send_queue.discard_data();
             return;
         }
@@ -402,6 +415,23 @@ impl Connection {
 
     // ---------------------------------------------------------------- helpers
 
+    /// Queues the NewStream of a stream we opened, if the peer does not know of it yet.
+    ///
+    /// [`Connection::open_stream`] sends nothing: a stream is announced with its first frame (a
+    /// write, a close of either direction, or a read that has to wait), as yamux does, or by this
+    /// call (the async layer makes it on a flush). A request then reaches the peer as one piece
+    /// (NewStream, Data, Close), which saves the peer a wake-up. A stream reset or dropped before
+    /// it is announced is never sent at all.
+    pub fn announce(&mut self, id: StreamId) {
+        if let Some(entry) = self.streams.get_mut(&id)
+            && !entry.announced
+        {
+            entry.announced = true;
+            let name = Bytes::from(id.num().to_string());
+            self.queue_control(Frame::NewStream { id, name });
+        }
+    }
+
     fn check_open(&self) -> Result<(), ConnectionError> {
         match &self.closed {
             Some(e) => Err(e.clone()),
@@ -427,8 +457,8 @@ impl Connection {
         StreamError::Connection(self.closed.clone().unwrap_or(ConnectionError::Closed))
     }
 
-    fn insert_stream(&mut self, id: StreamId) {
-        let entry = StreamEntry::new();
+    fn insert_stream(&mut self, id: StreamId, announced: bool) {
+        let entry = StreamEntry::new(announced);
         if self.mode == Mode::Extension {
             self.window_total += entry.recv_window.size();
         }
@@ -459,6 +489,7 @@ impl Connection {
             return;
         }
         entry.send = SendState::Reset { code, by_peer };
+        let announced = entry.announced;
         // A peer that closed its write side before resetting has sent all its data: keep it.
         if !(by_peer && entry.recv == RecvState::Finished) {
             entry.recv = RecvState::Reset { code, by_peer };
@@ -471,7 +502,7 @@ impl Connection {
         self.discard_unsent(id);
         self.events.push_back(Event::Readable(id));
         self.events.push_back(Event::Writable(id));
-        if !by_peer {
+        if !by_peer && announced {
             let code = if self.mode == Mode::Extension {
                 code
             } else {

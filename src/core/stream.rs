@@ -54,10 +54,13 @@ pub(crate) struct StreamEntry {
     pub(crate) last_control_seq: u64,
     /// Sequence number of the last frame of this stream handed to the socket.
     pub(crate) last_transmit_seq: u64,
+    /// Whether the peer knows of the stream: always for inbound streams; for a stream we open,
+    /// once its NewStream is queued (with the stream's first frame, see `Connection::announce`).
+    pub(crate) announced: bool,
 }
 
 impl StreamEntry {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(announced: bool) -> Self {
         Self {
             send: SendState::Open,
             recv: RecvState::Open,
@@ -69,6 +72,7 @@ impl StreamEntry {
             scheduled: false,
             last_control_seq: 0,
             last_transmit_seq: 0,
+            announced,
         }
     }
 

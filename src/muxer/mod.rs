@@ -9,7 +9,6 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, Waker},
-    time::Instant,
 };
 
 use futures::{AsyncRead, AsyncWrite};
@@ -127,7 +126,6 @@ impl Shared {
         call: impl FnOnce(&mut Connection, &mut BufferPool) -> T,
     ) -> T {
         let was_reading = self.core.wants_frames();
-        self.core.set_time(Instant::now());
         let result = call(&mut self.core, &mut self.pool);
         if !was_reading && self.core.wants_frames() {
             self.wake_driver();
@@ -257,7 +255,6 @@ where
     fn handle_buffered_frames(&mut self) -> Result<(bool, bool), ConnectionError> {
         let mut guard = self.shared.lock();
         let shared = &mut *guard;
-        shared.core.set_time(Instant::now());
         let mut handled = false;
         while shared.core.wants_frames() {
             let Some(frame) = self.reader.next_frame(&mut shared.pool)? else {
@@ -346,6 +343,8 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::Substream, Self::Error>> {
         let this = self.get_mut();
+        // This task looks for inbound streams below: a stream the drive accepts need not wake it.
+        this.shared.lock().inbound = None;
         let failed = this.poll_drive(cx);
         let mut shared = this.shared.lock();
         // Streams that arrived before the connection ended are still handed out.

@@ -44,6 +44,7 @@ impl Pair {
     /// Opens a stream on `a` and accepts it on `b`; returns (a's id, b's id).
     fn open(&mut self) -> (StreamId, StreamId) {
         let a_id = self.a.open_stream().unwrap().unwrap();
+        self.a.announce(a_id);
         self.deliver();
         let b_id = self.b.accept().expect("inbound stream");
         assert_eq!(b_id, a_id.as_seen_by_peer());
@@ -338,3 +339,102 @@ fn a_local_reset_discards_even_complete_data() {
 
 mod flow;
 mod limits;
+
+#[test]
+fn an_opened_stream_is_announced_with_its_first_frame_so_a_request_goes_out_in_one_piece() {
+    for mode in both_modes() {
+        let mut p = Pair::new(mode);
+        let a = p.a.open_stream().unwrap().unwrap();
+        assert_eq!(p.a.poll_transmit(), None, "opening sends nothing yet");
+        write_all(&mut p.a, a, b"request");
+        p.a.close_write(a).unwrap();
+        let frames: Vec<Frame> = std::iter::from_fn(|| p.a.poll_transmit()).collect();
+        assert_eq!(
+            frames,
+            vec![
+                Frame::NewStream {
+                    id: a,
+                    name: Bytes::from("0")
+                },
+                Frame::Data {
+                    id: a,
+                    data: Bytes::from_static(b"request")
+                },
+                Frame::Close { id: a },
+            ]
+        );
+    }
+}
+
+#[test]
+fn a_read_that_waits_or_an_explicit_announce_makes_the_stream_known_to_the_peer() {
+    for mode in both_modes() {
+        let mut p = Pair::new(mode);
+        let reader = p.a.open_stream().unwrap().unwrap();
+        let flushed = p.a.open_stream().unwrap().unwrap();
+        assert!(matches!(p.a.read(reader, 16), Ok(ReadOutcome::Blocked)));
+        p.a.announce(flushed);
+        p.a.announce(flushed);
+        p.deliver();
+        let accepted = [p.b.accept(), p.b.accept(), p.b.accept()];
+        assert_eq!(
+            accepted,
+            [
+                Some(reader.as_seen_by_peer()),
+                Some(flushed.as_seen_by_peer()),
+                None
+            ]
+        );
+    }
+}
+
+#[test]
+fn a_stream_reset_or_dropped_before_its_first_frame_is_never_sent() {
+    for mode in both_modes() {
+        let mut p = Pair::new(mode);
+        let dropped = p.a.open_stream().unwrap().unwrap();
+        let reset = p.a.open_stream().unwrap().unwrap();
+        p.a.drop_stream(dropped);
+        p.a.reset(reset, 7).unwrap();
+        assert!(matches!(
+            p.a.write(reset, b"x"),
+            Err(StreamError::Reset {
+                code: 7,
+                by_peer: false
+            })
+        ));
+        assert_eq!(p.a.poll_transmit(), None);
+        p.a.drop_stream(reset);
+        assert_eq!(p.a.poll_transmit(), None);
+        assert_eq!(p.a.num_streams(), 0);
+    }
+}
+
+#[test]
+fn frames_naming_a_stream_we_have_not_announced_are_discarded() {
+    let mut p = Pair::new(Mode::Extension);
+    let a = p.a.open_stream().unwrap().unwrap();
+    // A peer guessing the id of a stream it cannot know of changes nothing...
+    for frame in [
+        Frame::Data {
+            id: a,
+            data: Bytes::from_static(b"guess"),
+        },
+        Frame::CloseRead { id: a, code: 1 },
+        Frame::WindowUpdate { id: a, credit: 5 },
+        Frame::Close { id: a },
+        Frame::Reset { id: a, code: 2 },
+    ] {
+        p.a.handle_frame(frame).unwrap();
+    }
+    assert_eq!(p.a.buffered_bytes(), 0);
+    // ...and sends nothing back, which would reach the peer ahead of the NewStream.
+    assert_eq!(p.a.poll_transmit(), None);
+    // The stream works as if the frames had never come.
+    write_all(&mut p.a, a, b"hello");
+    p.a.close_write(a).unwrap();
+    p.deliver();
+    let b = p.b.accept().unwrap();
+    assert_eq!(read_all(&mut p.b, b).0, b"hello");
+    assert!(matches!(p.a.read(a, 16), Ok(ReadOutcome::Blocked)));
+}
