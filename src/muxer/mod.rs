@@ -7,11 +7,14 @@ mod writer;
 
 use std::{
     pin::Pin,
-    sync::Arc,
-    task::{Context, Poll, Waker},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    task::{Context, Poll, Wake, Waker},
 };
 
-use futures::{AsyncRead, AsyncWrite};
+use futures::{AsyncRead, AsyncWrite, task::AtomicWaker};
 use libp2p_core::muxing::{StreamMuxer, StreamMuxerEvent};
 use parking_lot::Mutex;
 
@@ -49,20 +52,21 @@ pub(crate) struct Shared {
     wakers: StreamMap<StreamWakers>,
     /// Tasks waiting in a stream's flush (or close) for the socket flush.
     flush_waiters: Vec<Waker>,
-    /// The task that drives the connection (the one calling the `StreamMuxer` methods).
+    /// Wakes the task that drives the connection (the one calling the `StreamMuxer` methods);
+    /// `None` once the muxer is gone.
     driver: Option<Waker>,
     inbound: Option<Waker>,
     outbound: Option<Waker>,
 }
 
 impl Shared {
-    fn new(core: Connection) -> Self {
+    fn new(core: Connection, driver: Waker) -> Self {
         Self {
             core,
             pool: BufferPool::default(),
             wakers: StreamMap::default(),
             flush_waiters: Vec::new(),
-            driver: None,
+            driver: Some(driver),
             inbound: None,
             outbound: None,
         }
@@ -94,7 +98,7 @@ impl Shared {
                     }
                     wake(&mut self.inbound);
                     wake(&mut self.outbound);
-                    wake(&mut self.driver);
+                    self.wake_driver();
                 }
             }
         }
@@ -162,6 +166,29 @@ fn store(slot: &mut Option<Waker>, waker: &Waker) {
     }
 }
 
+/// The waker the driver hands to the socket and to its streams. It notes that the connection
+/// has work before it wakes the driving task, so that a drive with nothing to do costs one atomic
+/// swap: a swarm connection calls `poll_inbound`, `poll_outbound` and `poll` on every wake-up,
+/// and each of them drives the connection.
+#[derive(Debug, Default)]
+struct DriverWaker {
+    /// Something happened since the last drive: the socket became ready, or a stream queued
+    /// frames or made room to read.
+    woken: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Wake for DriverWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
 /// Where the socket is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SocketState {
@@ -182,6 +209,9 @@ pub struct Muxer<C> {
     reader: FrameReader,
     socket_state: SocketState,
     shared: Arc<Mutex<Shared>>,
+    driver: Arc<DriverWaker>,
+    /// `driver` as a `Waker`, for the socket.
+    driver_waker: Waker,
     mode: Mode,
 }
 
@@ -217,6 +247,12 @@ where
     /// Wraps a socket on which `mode` was negotiated. Usually obtained through the [`Config`]
     /// connection upgrade instead.
     pub fn new(socket: C, config: Config, mode: Mode) -> Self {
+        let driver = Arc::new(DriverWaker {
+            // The first drive always runs.
+            woken: AtomicBool::new(true),
+            task: AtomicWaker::new(),
+        });
+        let driver_waker = Waker::from(driver.clone());
         Self {
             io: Arc::new(Mutex::new(Io::new(
                 socket,
@@ -224,7 +260,12 @@ where
             ))),
             reader: FrameReader::new(Codec::new(mode)),
             socket_state: SocketState::Open,
-            shared: Arc::new(Mutex::new(Shared::new(Connection::new(mode, config)))),
+            shared: Arc::new(Mutex::new(Shared::new(
+                Connection::new(mode, config),
+                driver_waker.clone(),
+            ))),
+            driver,
+            driver_waker,
             mode,
         }
     }
@@ -290,10 +331,10 @@ where
     /// Drives the connection: sends queued frames, flushes, reads and handles frames.
     /// `Ready(Err)` once the connection has failed; otherwise `Pending`.
     fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<ConnectionError> {
-        {
-            let mut shared = self.shared.lock();
-            store(&mut shared.driver, cx.waker());
-            if self.socket_state == SocketState::Closed {
+        self.driver.task.register(cx.waker());
+        match self.socket_state {
+            SocketState::Closed => {
+                let shared = self.shared.lock();
                 return Poll::Ready(
                     shared
                         .core
@@ -302,7 +343,14 @@ where
                         .unwrap_or(ConnectionError::Closed),
                 );
             }
+            // Every source of work wakes `driver`; nothing did since the last drive.
+            SocketState::Open if !self.driver.woken.swap(false, Ordering::AcqRel) => {
+                return Poll::Pending;
+            }
+            _ => {}
         }
+        let waker = self.driver_waker.clone();
+        let cx = &mut Context::from_waker(&waker);
         for _ in 0..MAX_ROUNDS_PER_POLL {
             let round = (|| {
                 let encoded = self.encode_outgoing();
@@ -321,7 +369,7 @@ where
             }
         }
         // Yield to other tasks, but come back.
-        cx.waker().wake_by_ref();
+        waker.wake_by_ref();
         Poll::Pending
     }
 

@@ -301,3 +301,87 @@ fn a_body_over_one_mebibyte_is_refused_from_its_head_alone() {
         Err(ProtocolViolation::FrameTooLarge { .. })
     ));
 }
+
+/// A socket with nothing to read and room for everything, that counts its reads and keeps the
+/// read waker for the test.
+#[derive(Default, Clone)]
+struct IdleSocket {
+    reads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    read_waker: std::sync::Arc<parking_lot::Mutex<Option<std::task::Waker>>>,
+}
+
+impl AsyncRead for IdleSocket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        _: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *self.read_waker.lock() = Some(cx.waker().clone());
+        Poll::Pending
+    }
+}
+
+impl AsyncWrite for IdleSocket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[test]
+fn polls_with_nothing_new_skip_the_socket_and_every_wake_up_source_brings_a_drive() {
+    use libp2p_core::muxing::StreamMuxer;
+    let socket = IdleSocket::default();
+    let reads = || socket.reads.load(std::sync::atomic::Ordering::Relaxed);
+    let mut muxer = super::Muxer::new(socket.clone(), crate::Config::default(), Mode::Extension);
+    let mut cx = Context::from_waker(noop_waker_ref());
+    fn poll(muxer: &mut super::Muxer<IdleSocket>) {
+        let mut cx = Context::from_waker(noop_waker_ref());
+        assert!(Pin::new(&mut *muxer).poll(&mut cx).is_pending());
+        assert!(Pin::new(&mut *muxer).poll_inbound(&mut cx).is_pending());
+    }
+    poll(&mut muxer);
+    assert_eq!(reads(), 1);
+    // A swarm calls several methods per wake-up; with nothing new they leave the socket alone.
+    poll(&mut muxer);
+    poll(&mut muxer);
+    assert_eq!(reads(), 1);
+    // The socket became readable: the next poll reads.
+    socket.read_waker.lock().take().expect("registered").wake();
+    poll(&mut muxer);
+    assert_eq!(reads(), 2);
+    // A stream that cannot send by itself (no task context: a drop) wakes the driver.
+    let stream = match Pin::new(&mut muxer).poll_outbound(&mut cx) {
+        Poll::Ready(Ok(s)) => s,
+        other => panic!("outbound stream: {other:?}"),
+    };
+    poll(&mut muxer);
+    assert_eq!(reads(), 2, "opening a stream sends nothing yet");
+    let mut stream = stream;
+    stream.reset();
+    drop(stream);
+    poll(&mut muxer);
+    assert_eq!(reads(), 2, "a stream never announced sends nothing");
+    let mut stream = match Pin::new(&mut muxer).poll_outbound(&mut cx) {
+        Poll::Ready(Ok(s)) => s,
+        other => panic!("outbound stream: {other:?}"),
+    };
+    assert!(
+        Pin::new(&mut stream)
+            .poll_write(&mut cx, b"queued")
+            .is_ready()
+    );
+    poll(&mut muxer);
+    assert!(reads() > 2, "the write brought a drive");
+}
