@@ -14,7 +14,10 @@ use std::task::Context;
 use futures::AsyncWrite;
 use parking_lot::Mutex;
 
-use super::{Shared, writer::FrameWriter};
+use super::{
+    Shared,
+    writer::{FrameWriter, WriteProgress},
+};
 use crate::error::ConnectionError;
 
 /// The socket and its writer.
@@ -38,15 +41,12 @@ impl<C: AsyncWrite + Unpin> Io<C> {
         }
     }
 
-    /// Moves frames the core has queued into the writer; true if there were any.
-    pub(crate) fn encode_outgoing(&mut self, shared: &Mutex<Shared>) -> bool {
-        let mut shared = shared.lock();
+    /// Moves frames the core has queued into the writer; true if there were any. The caller
+    /// holds the [`Shared`] lock.
+    pub(crate) fn encode_outgoing(&mut self, shared: &mut Shared) -> bool {
         // Spent bodies go back to the pool on every pass, also while the writer is full.
         for spent in self.writer.take_spent() {
             shared.pool.recycle(spent);
-        }
-        if !self.writer.has_room() {
-            return false;
         }
         let mut any = false;
         while self.writer.has_room() {
@@ -64,20 +64,41 @@ impl<C: AsyncWrite + Unpin> Io<C> {
         any
     }
 
-    /// Writes encoded frames to the socket and flushes; true if anything moved.
+    /// Writes encoded frames to the socket and flushes. The flush it reports is the caller's to
+    /// pass to [`Shared::on_flushed`].
     pub(crate) fn poll_write_out(
         &mut self,
-        shared: &Mutex<Shared>,
         cx: &mut Context<'_>,
-    ) -> Result<bool, ConnectionError> {
+    ) -> Result<WriteProgress, ConnectionError> {
         if let Some(e) = self.failed.take() {
             return Err(e);
         }
-        let progress = self.writer.poll_write_out(&mut self.socket, cx)?;
-        if let Some(frames) = progress.flushed_frames {
-            shared.lock().on_flushed(frames);
+        Ok(self.writer.poll_write_out(&mut self.socket, cx)?)
+    }
+
+    /// Encodes and writes until the queue or the socket is exhausted, taking the [`Shared`]
+    /// lock once per pass, never across I/O.
+    pub(crate) fn poll_send(
+        &mut self,
+        shared: &Mutex<Shared>,
+        cx: &mut Context<'_>,
+    ) -> Result<(), ConnectionError> {
+        let mut flushed = None;
+        loop {
+            let encoded = {
+                let mut shared = shared.lock();
+                if let Some(frames) = flushed.take() {
+                    shared.on_flushed(frames);
+                }
+                self.encode_outgoing(&mut shared)
+            };
+            let progress = self.poll_write_out(cx)?;
+            // A flush moved something, so its report is taken on the next pass.
+            flushed = progress.flushed_frames;
+            if !encoded && !progress.moved {
+                return Ok(());
+            }
         }
-        Ok(progress.moved)
     }
 }
 
@@ -101,14 +122,7 @@ impl<C: AsyncWrite + Unpin + Send> Pump for Mutex<Io<C>> {
             shared.lock().wake_driver();
             return;
         }
-        let result = loop {
-            let encoded = io.encode_outgoing(shared);
-            match io.poll_write_out(shared, cx) {
-                Ok(written) if encoded || written => continue,
-                Ok(_) => break Ok(()),
-                Err(e) => break Err(e),
-            }
-        };
+        let result = io.poll_send(shared, cx);
         let done = match result {
             Ok(()) => io.writer.is_idle(),
             Err(e) => {

@@ -145,7 +145,7 @@ impl Shared {
         }
     }
 
-    fn on_flushed(&mut self, frames: u64) {
+    pub(crate) fn on_flushed(&mut self, frames: u64) {
         self.core.on_flushed(frames);
         for w in self.flush_waiters.drain(..) {
             w.wake();
@@ -187,6 +187,84 @@ impl Wake for DriverWaker {
         self.woken.store(true, Ordering::Release);
         self.task.wake();
     }
+}
+
+/// How a drive ended.
+enum Drive {
+    /// Nothing more to do until a wake-up.
+    Idle,
+    /// There may be more, but the drive gave other tasks a turn.
+    Yield,
+}
+
+/// Rounds of: under the [`Shared`] lock, report the last flush, feed the frames read to the core
+/// and take the frames it queued; then, without that lock, write, flush and read the socket.
+/// Ends when a round moves nothing.
+fn drive_rounds<C: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut Io<C>,
+    reader: &mut FrameReader,
+    shared: &Mutex<Shared>,
+    reading: bool,
+    cx: &mut Context<'_>,
+) -> Result<Drive, ConnectionError> {
+    let mut flushed = None;
+    for _ in 0..MAX_ROUNDS_PER_POLL {
+        let (fed, wants_frames, encoded) = {
+            let mut shared = shared.lock();
+            if let Some(frames) = flushed.take() {
+                shared.on_flushed(frames);
+            }
+            let (fed, wants_frames) = if reading {
+                feed_frames(reader, &mut shared)?
+            } else {
+                (false, false)
+            };
+            (fed, wants_frames, io.encode_outgoing(&mut shared))
+        };
+        let progress = io.poll_write_out(cx)?;
+        // A flush moved something, so its report is taken in the next round.
+        flushed = progress.flushed_frames;
+        let read = if wants_frames {
+            if reader.is_eof() {
+                // Every complete frame was handled and no more bytes will come.
+                return Err(reader.finish());
+            }
+            match reader.poll_fill(&mut io.socket, cx) {
+                Poll::Ready(Ok(())) => true,
+                Poll::Ready(Err(e)) => return Err(e.into()),
+                Poll::Pending => false,
+            }
+        } else {
+            false
+        };
+        if !(fed || encoded || progress.moved || read) {
+            return Ok(Drive::Idle);
+        }
+    }
+    if let Some(frames) = flushed {
+        shared.lock().on_flushed(frames);
+    }
+    Ok(Drive::Yield)
+}
+
+/// Feeds the complete frames read so far to the core while it wants them. Returns whether any
+/// frame was fed and whether the core wants more.
+fn feed_frames(
+    reader: &mut FrameReader,
+    shared: &mut Shared,
+) -> Result<(bool, bool), ConnectionError> {
+    let mut fed = false;
+    while shared.core.wants_frames() {
+        let Some(frame) = reader.next_frame(&mut shared.pool)? else {
+            return Ok((fed, true));
+        };
+        tracing::trace!(?frame, "received frame");
+        fed = true;
+        let result = shared.core.handle_frame(frame);
+        shared.dispatch_events();
+        result?;
+    }
+    Ok((fed, false))
 }
 
 /// Where the socket is in its life.
@@ -281,53 +359,6 @@ where
         shared.core.closed().cloned().unwrap_or(error)
     }
 
-    /// Moves queued frames into the writer.
-    fn encode_outgoing(&mut self) -> bool {
-        self.io.lock().encode_outgoing(&self.shared)
-    }
-
-    /// Writes encoded frames to the socket and flushes; true if anything moved.
-    fn poll_write_out(&mut self, cx: &mut Context<'_>) -> Result<bool, ConnectionError> {
-        self.io.lock().poll_write_out(&self.shared, cx)
-    }
-
-    /// Feeds the complete frames read so far to the core while it wants them.
-    /// Returns whether any frame was handled and whether the core wants more.
-    fn handle_buffered_frames(&mut self) -> Result<(bool, bool), ConnectionError> {
-        let mut guard = self.shared.lock();
-        let shared = &mut *guard;
-        let mut handled = false;
-        while shared.core.wants_frames() {
-            let Some(frame) = self.reader.next_frame(&mut shared.pool)? else {
-                return Ok((handled, true));
-            };
-            tracing::trace!(?frame, "received frame");
-            handled = true;
-            let result = shared.core.handle_frame(frame);
-            shared.dispatch_events();
-            result?;
-        }
-        Ok((handled, false))
-    }
-
-    /// Handles the frames read so far, then reads once from the socket; true if anything moved.
-    fn poll_read_in(&mut self, cx: &mut Context<'_>) -> Result<bool, ConnectionError> {
-        let (handled, wants_more) = self.handle_buffered_frames()?;
-        if !wants_more {
-            return Ok(handled);
-        }
-        if self.reader.is_eof() {
-            // Every complete frame was handled and no more bytes will come.
-            return Err(self.reader.finish());
-        }
-        let filled = self.reader.poll_fill(&mut self.io.lock().socket, cx);
-        match filled {
-            Poll::Ready(Ok(())) => Ok(true),
-            Poll::Ready(Err(e)) => Err(e.into()),
-            Poll::Pending => Ok(handled),
-        }
-    }
-
     /// Drives the connection: sends queued frames, flushes, reads and handles frames.
     /// `Ready(Err)` once the connection has failed; otherwise `Pending`.
     fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<ConnectionError> {
@@ -351,26 +382,23 @@ where
         }
         let waker = self.driver_waker.clone();
         let cx = &mut Context::from_waker(&waker);
-        for _ in 0..MAX_ROUNDS_PER_POLL {
-            let round = (|| {
-                let encoded = self.encode_outgoing();
-                let written = self.poll_write_out(cx)?;
-                let read = if self.socket_state == SocketState::Open {
-                    self.poll_read_in(cx)?
-                } else {
-                    false
-                };
-                Ok::<bool, ConnectionError>(encoded || written || read)
-            })();
-            match round {
-                Ok(true) => continue,
-                Ok(false) => return Poll::Pending,
-                Err(e) => return Poll::Ready(self.fail(e)),
+        let reading = self.socket_state == SocketState::Open;
+        let drive = drive_rounds(
+            &mut self.io.lock(),
+            &mut self.reader,
+            &self.shared,
+            reading,
+            cx,
+        );
+        match drive {
+            Ok(Drive::Idle) => Poll::Pending,
+            Ok(Drive::Yield) => {
+                // Give other tasks a turn, but come back.
+                waker.wake_by_ref();
+                Poll::Pending
             }
+            Err(e) => Poll::Ready(self.fail(e)),
         }
-        // Yield to other tasks, but come back.
-        waker.wake_by_ref();
-        Poll::Pending
     }
 
     fn new_stream(&self, id: StreamId) -> Stream {
@@ -448,23 +476,15 @@ where
             shared.dispatch_events();
         }
         if this.socket_state == SocketState::Closing {
-            loop {
-                this.encode_outgoing();
-                match this.poll_write_out(cx) {
-                    Ok(_)
-                        if this.io.lock().writer.is_empty()
-                            && !this.shared.lock().core.has_transmit() =>
-                    {
-                        break;
-                    }
-                    Ok(true) => continue,
-                    Ok(false) => return Poll::Pending,
-                    Err(e) => {
-                        this.socket_state = SocketState::Closed;
-                        return Poll::Ready(Err(e));
-                    }
-                }
+            let mut io = this.io.lock();
+            if let Err(e) = io.poll_send(&this.shared, cx) {
+                this.socket_state = SocketState::Closed;
+                return Poll::Ready(Err(e));
             }
+            if !io.writer.is_empty() {
+                return Poll::Pending;
+            }
+            drop(io);
             let closed = Pin::new(&mut this.io.lock().socket).poll_close(cx);
             match closed {
                 Poll::Ready(result) => {
