@@ -196,13 +196,10 @@ impl AsyncRead for Stream {
         }
         let id = self.id;
         let mut shared = self.shared.lock();
-        let result = match shared.stream_call(|core, _| core.read(id, buf.len())) {
-            Ok(ReadOutcome::Data(data)) => {
-                let len = data.len();
-                buf[..len].copy_from_slice(&data);
-                shared.pool.recycle(data);
-                Poll::Ready(Ok(len))
-            }
+        let result = match shared
+            .stream_call(|core, pool| core.read_into(id, buf, |spent| pool.recycle(spent)))
+        {
+            Ok(ReadOutcome::Data(len)) => Poll::Ready(Ok(len)),
             Ok(ReadOutcome::Eof) => Poll::Ready(Ok(0)),
             Ok(ReadOutcome::Blocked) => {
                 shared.register_read(id, cx.waker());

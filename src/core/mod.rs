@@ -43,11 +43,12 @@ pub enum Event {
     ConnectionClosed,
 }
 
-/// The outcome of [`Connection::read`].
+/// The outcome of [`Connection::read`] (data as `Bytes`) and [`Connection::read_into`] (the
+/// number of bytes copied).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ReadOutcome {
+pub enum ReadOutcome<T = Bytes> {
     /// Data, at most the requested length.
-    Data(Bytes),
+    Data(T),
     /// The peer finished writing (or we closed reading) and everything was read.
     Eof,
     /// Nothing yet; an [`Event::Readable`] follows when that changes.
@@ -213,8 +214,41 @@ impl Connection {
         self.inbound.pop_front()
     }
 
-    /// Reads up to `max` bytes from a stream.
+    /// Reads up to `max` bytes from a stream, as one piece of a received frame.
     pub fn read(&mut self, id: StreamId, max: usize) -> Result<ReadOutcome, StreamError> {
+        let max = max.max(1);
+        self.read_with(id, |entry| {
+            entry.take(max).map(|chunk| {
+                let len = chunk.len();
+                (chunk, len)
+            })
+        })
+    }
+
+    /// Copies as much received data as fits into `buf` (across frames), and hands every received
+    /// buffer it empties to `spent`, whole, for reuse.
+    pub fn read_into(
+        &mut self,
+        id: StreamId,
+        buf: &mut [u8],
+        spent: impl FnMut(Bytes),
+    ) -> Result<ReadOutcome<usize>, StreamError> {
+        if buf.is_empty() {
+            return Ok(ReadOutcome::Data(0));
+        }
+        self.read_with(id, |entry| {
+            let len = entry.take_into(buf, spent);
+            (len > 0).then_some((len, len))
+        })
+    }
+
+    /// A read: `take` takes data from the stream's buffer and says how many bytes it took; the
+    /// rest (state, flow control, pausing) is the same for every way of reading.
+    fn read_with<T>(
+        &mut self,
+        id: StreamId,
+        take: impl FnOnce(&mut StreamEntry) -> Option<(T, usize)>,
+    ) -> Result<ReadOutcome<T>, StreamError> {
         let mode = self.mode;
         let connection_open = self.closed.is_none();
         let now = self.clock();
@@ -229,7 +263,7 @@ impl Connection {
             return Ok(ReadOutcome::Eof);
         }
         // Data that arrived before the connection ended is still delivered.
-        let Some(chunk) = entry.take(max.max(1)) else {
+        let Some((data, len)) = take(entry) else {
             return match recv {
                 RecvState::Open if connection_open => {
                     entry.recv_window.on_reader_blocked();
@@ -241,7 +275,7 @@ impl Connection {
                 _ => Ok(ReadOutcome::Eof),
             };
         };
-        let len = chunk.len() as u64;
+        let len = len as u64;
         let grant = if mode == Mode::Extension && recv == RecvState::Open && connection_open {
             let budget = self
                 .config
@@ -267,7 +301,7 @@ impl Connection {
         if self.blocking_stream == Some(id) {
             self.unblock_if_drained(id);
         }
-        Ok(ReadOutcome::Data(chunk))
+        Ok(ReadOutcome::Data(data))
     }
 
     /// Queues up to `buf.len()` bytes on a stream (at most one frame's worth).

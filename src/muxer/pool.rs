@@ -3,8 +3,10 @@
 //! Data moves through the muxer in buffers of up to a frame: the copy of a write, the body of a
 //! received frame. Allocating each anew costs a page fault and a zeroing pass per frame once the
 //! allocator hands memory back to the system between frames. The pool keeps a few spent buffers
-//! (written to the socket, or read by the application) and hands them out again, whole even
-//! when only their last piece comes back.
+//! (written to the socket, or read by the application) and hands them out again. The writer and
+//! the streams' receive buffers keep their buffers whole (they track how much of the first one
+//! is done instead of splitting it), so a buffer comes back with its contents: reading a frame
+//! into it again needs no zeroing pass, only the socket's copy.
 //!
 //! A buffer is reused only for data of nearly its size (at most a quarter more), so that data
 //! held in it (unread data of a stream, say) never keeps a much larger buffer alive: what the
@@ -38,17 +40,22 @@ impl BufferPool {
         let Some(mut buf) = self.take_fitting(data.len()) else {
             return Bytes::copy_from_slice(data);
         };
-        // Kept buffers are empty (see `recycle`).
+        buf.clear();
         buf.extend_from_slice(data);
         buf.freeze()
     }
 
-    /// A buffer of `len` zeroed bytes, to be overwritten.
+    /// A buffer of `len` bytes, to be overwritten: zeroes, or what a reused buffer held.
     pub(crate) fn filled(&mut self, len: usize) -> BytesMut {
         let Some(mut buf) = self.take_fitting(len) else {
             return BytesMut::zeroed(len);
         };
-        buf.resize(len, 0);
+        // Only bytes beyond what the buffer held before need zeroing.
+        if buf.len() >= len {
+            buf.truncate(len);
+        } else {
+            buf.resize(len, 0);
+        }
         buf
     }
 
@@ -63,20 +70,14 @@ impl BufferPool {
         Some(buf)
     }
 
-    /// Takes back a buffer nobody else holds. `bytes` may be the last piece of a larger buffer
-    /// (what is left of a partly written or partly read frame): the whole buffer comes back.
+    /// Takes back a buffer nobody else holds, contents and all.
     pub(crate) fn recycle(&mut self, bytes: Bytes) {
         if self.free.len() >= POOL_BUFFERS {
             return;
         }
-        let Ok(mut buf) = bytes.try_into_mut() else {
+        let Ok(buf) = bytes.try_into_mut() else {
             return;
         };
-        // Free again the part of the buffer in front of this piece. Its old contents no longer
-        // count as initialised: a buffer reused for reading is zeroed first (no page faults,
-        // though: the memory is the process's already).
-        buf.clear();
-        let _ = buf.try_reclaim(buf.capacity() + 1);
         let capacity = buf.capacity();
         if (MIN_POOLED..=MAX_POOLED).contains(&capacity) && self.bytes + capacity <= POOL_BYTES {
             self.bytes += capacity;
@@ -112,19 +113,24 @@ mod tests {
     }
 
     #[test]
-    fn the_last_piece_of_a_buffer_brings_the_whole_buffer_back() {
+    fn a_buffer_comes_back_with_its_contents_and_is_read_into_again_without_zeroing() {
         let mut pool = BufferPool::default();
-        let mut frame = pool.copy(&[1u8; 64 * 1024]);
+        let frame = pool.copy(&[7u8; 64 * 1024]);
         let address = frame.as_ptr();
-        let _ = frame.split_to(64 * 1024 - 100); // written or read, and dropped
         pool.recycle(frame);
-        assert_eq!(pool.copy(&[2u8; 64 * 1024]).as_ptr(), address);
-        // Likewise a larger piece.
-        let mut frame = pool.copy(&[3u8; 64 * 1024]);
-        let address = frame.as_ptr();
-        let _ = frame.split_to(24 * 1024);
-        pool.recycle(frame);
-        assert_eq!(pool.copy(&[4u8; 64 * 1024]).as_ptr(), address);
+        let smaller = pool.filled(60 * 1024);
+        assert_eq!(smaller.as_ptr(), address);
+        // Not zeroed: the socket overwrites it anyway.
+        assert!(smaller.iter().all(|&b| b == 7));
+        pool.recycle(smaller.freeze());
+        // Only what lies beyond the old contents is zeroed.
+        let larger = pool.filled(64 * 1024);
+        assert_eq!(larger.as_ptr(), address);
+        assert!(larger[..60 * 1024].iter().all(|&b| b == 7));
+        assert!(larger[60 * 1024..].iter().all(|&b| b == 0));
+        pool.recycle(larger.freeze());
+        // A copy holds exactly the data copied.
+        assert_eq!(&pool.copy(&[1u8; 64 * 1024])[..], &[1u8; 64 * 1024][..]);
     }
 
     #[test]

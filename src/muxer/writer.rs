@@ -36,8 +36,10 @@ pub(crate) struct WriteProgress {
 #[derive(Debug)]
 pub(crate) struct FrameWriter {
     codec: Codec,
-    /// Encoded bytes ahead of `staging`, in order.
+    /// Encoded bytes ahead of `staging`, in order. The first `front_written` bytes of the
+    /// first segment went to the socket already; a segment leaves whole, for reuse.
     segments: VecDeque<Bytes>,
+    front_written: usize,
     staging: BytesMut,
     /// Bytes in `segments` and `staging`.
     queued: usize,
@@ -58,6 +60,7 @@ impl FrameWriter {
         Self {
             codec,
             segments: VecDeque::new(),
+            front_written: 0,
             staging: BytesMut::new(),
             queued: 0,
             encoded_bytes: 0,
@@ -115,8 +118,9 @@ impl FrameWriter {
         while self.queued > 0 {
             let mut slices = [IoSlice::new(&[]); MAX_SLICES];
             let mut count = 0;
-            for segment in self.segments.iter().take(MAX_SLICES - 1) {
-                slices[count] = IoSlice::new(segment);
+            for (i, segment) in self.segments.iter().take(MAX_SLICES - 1).enumerate() {
+                let start = if i == 0 { self.front_written } else { 0 };
+                slices[count] = IoSlice::new(&segment[start..]);
                 count += 1;
             }
             if !self.staging.is_empty() {
@@ -153,14 +157,15 @@ impl FrameWriter {
         self.queued -= n;
         self.written_bytes += n as u64;
         while n > 0 {
-            match self.segments.front_mut() {
-                Some(front) if front.len() <= n => {
-                    n -= front.len();
+            match self.segments.front() {
+                Some(front) if front.len() - self.front_written <= n => {
+                    n -= front.len() - self.front_written;
+                    self.front_written = 0;
                     let done = self.segments.pop_front().expect("front exists");
                     self.spent.push(done);
                 }
-                Some(front) => {
-                    front.advance(n);
+                Some(_) => {
+                    self.front_written += n;
                     n = 0;
                 }
                 None => {

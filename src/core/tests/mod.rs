@@ -438,3 +438,40 @@ fn frames_naming_a_stream_we_have_not_announced_are_discarded() {
     assert_eq!(read_all(&mut p.b, b).0, b"hello");
     assert!(matches!(p.a.read(a, 16), Ok(ReadOutcome::Blocked)));
 }
+
+#[test]
+fn read_into_copies_across_frames_and_hands_back_each_received_buffer_whole() {
+    let mut p = Pair::new(Mode::Extension);
+    let (a, b) = p.open();
+    write_all(&mut p.a, a, b"hello ");
+    write_all(&mut p.a, a, b"world");
+    p.deliver();
+    let mut spent = Vec::new();
+    let mut buf = [0u8; 8];
+    let read = p.b.read_into(b, &mut buf, |s| spent.push(s)).unwrap();
+    assert_eq!(read, ReadOutcome::Data(8));
+    assert_eq!(&buf, b"hello wo");
+    assert_eq!(spent, [Bytes::from_static(b"hello ")]);
+    assert_eq!(p.b.buffered_bytes(), 3);
+    let mut rest = [0u8; 8];
+    let read = p.b.read_into(b, &mut rest, |s| spent.push(s)).unwrap();
+    assert_eq!(read, ReadOutcome::Data(3));
+    assert_eq!(&rest[..3], b"rld");
+    // Read in two pieces, handed back as the one buffer it arrived in.
+    assert_eq!(spent[1], Bytes::from_static(b"world"));
+    assert_eq!(p.b.buffered_bytes(), 0);
+    let read = p.b.read_into(b, &mut rest, |_| {}).unwrap();
+    assert_eq!(read, ReadOutcome::Blocked);
+    // The other way of reading sees the same state.
+    write_all(&mut p.a, a, b"bytes");
+    p.a.close_write(a).unwrap();
+    p.deliver();
+    assert_eq!(
+        p.b.read(b, 2).unwrap(),
+        ReadOutcome::Data(Bytes::from_static(b"by"))
+    );
+    let read = p.b.read_into(b, &mut rest, |s| spent.push(s)).unwrap();
+    assert_eq!(read, ReadOutcome::Data(3));
+    assert_eq!(spent[2], Bytes::from_static(b"bytes"));
+    assert_eq!(p.b.read(b, 2).unwrap(), ReadOutcome::Eof);
+}
