@@ -57,7 +57,7 @@ impl Default for Config {
             plain_mplex_fallback: true,
             max_stream_window: 16 * 1024 * 1024,
             max_connection_buffer: 64 * 1024 * 1024,
-            send_buffer_size: 256 * 1024,
+            send_buffer_size: 128 * 1024,
         }
     }
 }
@@ -126,8 +126,11 @@ impl Config {
         self
     }
 
-    /// How many bytes of written data may wait in the muxer for the socket before writers wait
-    /// (default 256 KiB per connection).
+    /// How many bytes of written data may wait in the muxer for their turn at the socket before
+    /// writers wait (default 128 KiB per connection; each stream may always queue one frame).
+    /// Beside it, up to 256 KiB of encoded frames are being written to the socket. More keeps
+    /// data longer away from the socket and out of cache (256 KiB: a single stream on a memory
+    /// pipe about 15 % slower); less means more task switches per byte.
     pub fn set_send_buffer_size(&mut self, bytes: usize) -> &mut Self {
         self.send_buffer_size = bytes.max(1);
         self
