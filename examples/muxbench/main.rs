@@ -19,6 +19,9 @@ mod harness;
 
 use std::fmt::Write as _;
 
+#[global_allocator]
+static ALLOCATOR: harness::CountingAllocator = harness::CountingAllocator;
+
 use harness::{Case, Link, Muxer, Sample, median, run};
 
 struct Args {
@@ -350,9 +353,14 @@ fn main() {
             Link::Tcp,
             Case::OpenClose { streams: 4000 },
         ),
+        (
+            "memory per idle stream, both ends",
+            Link::Memory,
+            Case::IdleStreamMemory { streams: 100 },
+        ),
     ];
     println!(
-        "medians of {} alternating rounds; MiB/s (slowest/fastest stream) or µs; last column: ours (extension) / best peer\n",
+        "medians of {} alternating rounds; MiB/s (slowest/fastest stream), µs or bytes; last column: ours (extension) / best peer\n",
         args.rounds
     );
     print!("{:<34}", "test");
