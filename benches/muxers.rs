@@ -1,6 +1,7 @@
 //! Criterion benchmarks: our muxer in both modes against libp2p-mplex, libp2p-yamux and no muxer,
 //! over an in-memory pipe and TCP on 127.0.0.1, for each test of `examples/muxbench`:
-//! throughput with 1 and 64 streams, request/response latency, and the stream open rate.
+//! throughput with 1 and 64 streams, request/response latency, the stream open rate, and the
+//! memory an idle stream costs (in bytes, counted by the allocator, not timed).
 //!
 //! `cargo bench` (HTML report and plots under `target/criterion/report`). For one table with
 //! ratios, measured in one process round by round, run `cargo run --release --example muxbench`.
@@ -13,8 +14,14 @@ mod harness;
 
 use std::time::Duration;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::{
+    Criterion, Throughput, criterion_group, criterion_main,
+    measurement::{Measurement, ValueFormatter},
+};
 use harness::{Link, Muxer};
+
+#[global_allocator]
+static ALLOCATOR: harness::CountingAllocator = harness::CountingAllocator;
 
 const LINKS: [(Link, &str); 2] = [(Link::Memory, "memory pipe"), (Link::Tcp, "TCP")];
 
@@ -105,5 +112,100 @@ fn open_close(c: &mut Criterion) {
     }
 }
 
+/// Streams held open per connection for the memory measurement (within every muxer's default
+/// stream limit of 128).
+const IDLE_STREAMS: usize = 100;
+
+/// Memory per idle stream, both ends together, for each muxer: criterion's report of bytes
+/// (see [`AllocatedBytes`]).
+fn idle_stream_memory(c: &mut Criterion<AllocatedBytes>) {
+    let runtime = runtime();
+    let mut group = c.benchmark_group("memory per idle stream/memory pipe");
+    group.sample_size(10);
+    for muxer in Muxer::ALL.into_iter().filter(|m| *m != Muxer::None) {
+        group.bench_function(muxer.name(), |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| {
+                        let sample = in_task(
+                            &runtime,
+                            harness::idle_stream_memory(muxer, Link::Memory, IDLE_STREAMS),
+                        );
+                        sample.value
+                    })
+                    .sum::<f64>()
+            })
+        });
+    }
+    group.finish();
+}
+
+/// A criterion measurement in bytes: the values come from the benchmark's own count
+/// (`harness::idle_stream_memory`, with the counting global allocator), so `start` and `end`
+/// measure nothing. Criterion still plans its iterations by wall time.
+struct AllocatedBytes;
+
+impl Measurement for AllocatedBytes {
+    type Intermediate = ();
+    type Value = f64;
+
+    fn start(&self) {}
+
+    fn end(&self, _: ()) -> f64 {
+        0.0
+    }
+
+    fn add(&self, a: &f64, b: &f64) -> f64 {
+        a + b
+    }
+
+    fn zero(&self) -> f64 {
+        0.0
+    }
+
+    fn to_f64(&self, value: &f64) -> f64 {
+        *value
+    }
+
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &BytesFormatter
+    }
+}
+
+struct BytesFormatter;
+
+impl ValueFormatter for BytesFormatter {
+    fn scale_values(&self, _typical: f64, _values: &mut [f64]) -> &'static str {
+        "B"
+    }
+
+    fn scale_throughputs(
+        &self,
+        _typical: f64,
+        throughput: &Throughput,
+        values: &mut [f64],
+    ) -> &'static str {
+        let per = match throughput {
+            Throughput::Bytes(n)
+            | Throughput::BytesDecimal(n)
+            | Throughput::Elements(n)
+            | Throughput::Bits(n) => *n as f64,
+        };
+        for value in values {
+            *value /= per.max(1.0);
+        }
+        "B/element"
+    }
+
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "B"
+    }
+}
+
 criterion_group!(benches, throughput, request_response, open_close);
-criterion_main!(benches);
+criterion_group! {
+    name = memory;
+    config = Criterion::default().with_measurement(AllocatedBytes);
+    targets = idle_stream_memory
+}
+criterion_main!(benches, memory);
