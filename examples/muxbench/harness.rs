@@ -124,9 +124,11 @@ pub fn sockets(link: Link) -> future::BoxFuture<'static, (Box<dyn Socket>, Box<d
                 let (a, (b, _)) = (a.expect("connect"), b.expect("accept"));
                 a.set_nodelay(true).expect("nodelay");
                 b.set_nodelay(true).expect("nodelay");
+                // libp2p-tcp's socket type, as a libp2p node has it (it forwards vectored
+                // writes, which tokio-util's `Compat` does not).
                 (
-                    Box::new(a.compat()) as Box<dyn Socket>,
-                    Box::new(b.compat()) as Box<dyn Socket>,
+                    Box::new(libp2p::tcp::tokio::TcpStream(a)) as Box<dyn Socket>,
+                    Box::new(libp2p::tcp::tokio::TcpStream(b)) as Box<dyn Socket>,
                 )
             }
         };
