@@ -68,6 +68,13 @@
 //! In plain-mplex mode a local [`Stream::close_read`] sends nothing, so for the drop rules the
 //! read side counts as open until the peer closes.
 //!
+//! # Sending
+//!
+//! Writes are buffered, as in libp2p-mplex and any `BufWriter`: up to 16 KiB of written data
+//! waits for the stream's flush, close or waiting read, or for anything else the connection
+//! sends, so that a request and its close reach the peer in one piece. Beyond that, data goes out
+//! at once. Flush (or close) to send now.
+//!
 //! A stream we open is announced to the peer with its first frame (a write, a close of either
 //! direction, a read that waits, or a flush), as yamux does; one dropped or reset before that
 //! sends nothing at all.

@@ -85,8 +85,12 @@ impl Stream {
 
     /// Poll form of [`Stream::close_write`].
     pub fn poll_close_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.call(None, |core, id| core.close_write(id))?;
-        self.poll_flushed(cx)
+        let id = self.id;
+        let mut shared = self.shared.lock();
+        if let Err(e) = shared.stream_call(|core, _| core.close_write(id)) {
+            return Poll::Ready(Err(e.into()));
+        }
+        self.poll_flushed_locked(shared, cx)
     }
 
     /// Closes the read direction (stop-sending): unread data is dropped, later reads return
@@ -114,8 +118,12 @@ impl Stream {
         cx: &mut Context<'_>,
         code: u64,
     ) -> Poll<io::Result<()>> {
-        self.call(None, |core, id| core.close_read(id, code))?;
-        self.poll_flushed(cx)
+        let id = self.id;
+        let mut shared = self.shared.lock();
+        if let Err(e) = shared.stream_call(|core, _| core.close_read(id, code)) {
+            return Poll::Ready(Err(e.into()));
+        }
+        self.poll_flushed_locked(shared, cx)
     }
 
     /// Resets the stream: both directions fail with `ConnectionReset` on both sides. Data not
@@ -165,9 +173,12 @@ impl Stream {
     }
 
     /// Ready once everything queued on this stream has been flushed to the socket. Sends what
-    /// waits from this task when the socket is free.
-    fn poll_flushed(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut shared = self.shared.lock();
+    /// waits from this task when the socket is free. Takes the lock held by the caller.
+    fn poll_flushed_locked<'a>(
+        &'a self,
+        mut shared: MutexGuard<'a, Shared>,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
         if shared.core.has_transmit() {
             // Send first, then wait: a flush by this very call must not wake this task.
             self.send_queued(shared, Some(cx));
@@ -231,17 +242,23 @@ impl AsyncWrite for Stream {
             }
             Err(e) => Poll::Ready(Err(e.into())),
         };
-        // Writes are left to the driver, so that a write followed by a close or a flush goes
-        // out in one piece (see `poll_flushed`).
-        self.send_queued(shared, None);
+        // A little data waits for what the task does next, as in a buffered writer: its flush,
+        // close or waiting read sends it from this task, together with what follows, in one
+        // piece (see `poll_flushed_locked`); so does the connection's next send. Waking the
+        // driver's task for it would cost a round of that task per request. More than a little
+        // is the driver's to send now.
+        if shared.core.queued_bytes() > SEND_FROM_STREAM_LIMIT {
+            shared.wake_driver();
+        }
         result
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        let mut shared = this.shared.lock();
         // A flush makes a stream we opened known to the peer, even before its first frame.
-        this.shared.lock().core.announce(this.id);
-        this.poll_flushed(cx)
+        shared.core.announce(this.id);
+        this.poll_flushed_locked(shared, cx)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

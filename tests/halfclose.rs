@@ -418,3 +418,39 @@ async fn a_flush_or_a_waiting_read_makes_a_new_stream_known_before_anything_is_w
         .await;
     }
 }
+
+#[tokio::test]
+async fn a_small_write_goes_out_with_the_writers_waiting_read_or_flush_without_a_close() {
+    for mode in both_modes() {
+        within(async {
+            let (a, mut b) = driven_pair(mode, Config::default());
+            let server = tokio::spawn(async move {
+                let mut s = b.accept().await;
+                for _ in 0..2 {
+                    let mut request = [0u8; 4];
+                    s.read_exact(&mut request).await.unwrap();
+                    s.write_all(&request).await.unwrap();
+                    s.flush().await.unwrap();
+                }
+                // Ends cleanly: our EOF after theirs.
+                assert!(read_to_end(&mut s).await.unwrap().is_empty());
+                s.close_write().await.unwrap();
+            });
+            let mut s = a.open().await;
+            // No flush, no close: the read that waits for the answer sends the request.
+            s.write_all(b"ping").await.unwrap();
+            let mut answer = [0u8; 4];
+            s.read_exact(&mut answer).await.unwrap();
+            assert_eq!(&answer, b"ping");
+            // A flush sends it too, before any read.
+            s.write_all(b"pong").await.unwrap();
+            s.flush().await.unwrap();
+            s.read_exact(&mut answer).await.unwrap();
+            assert_eq!(&answer, b"pong");
+            s.close_write().await.unwrap();
+            assert!(read_to_end(&mut s).await.unwrap().is_empty());
+            server.await.unwrap();
+        })
+        .await;
+    }
+}

@@ -377,11 +377,29 @@ fn polls_with_nothing_new_skip_the_socket_and_every_wake_up_source_brings_a_driv
         Poll::Ready(Ok(s)) => s,
         other => panic!("outbound stream: {other:?}"),
     };
+    // A small write waits for the task's flush, close or read, as in a buffered writer...
     assert!(
         Pin::new(&mut stream)
             .poll_write(&mut cx, b"queued")
             .is_ready()
     );
     poll(&mut muxer);
-    assert!(reads() > 2, "the write brought a drive");
+    assert_eq!(reads(), 2, "a small write alone brings no drive");
+    // ...and a stream dropped with data queued hands it to the driver.
+    drop(stream);
+    poll(&mut muxer);
+    let after_drop = reads();
+    assert!(after_drop > 2, "the drop brought a drive");
+    // More than a little data is the driver's to send at once.
+    let mut stream = match Pin::new(&mut muxer).poll_outbound(&mut cx) {
+        Poll::Ready(Ok(s)) => s,
+        other => panic!("outbound stream: {other:?}"),
+    };
+    assert!(
+        Pin::new(&mut stream)
+            .poll_write(&mut cx, &[7; 64 * 1024])
+            .is_ready()
+    );
+    poll(&mut muxer);
+    assert!(reads() > after_drop, "the bulk write brought a drive");
 }
