@@ -204,30 +204,34 @@ enum Drive {
 
 /// Rounds of: under the [`Shared`] lock, report the last flush, feed the frames read to the core
 /// and take the frames it queued; then, without that lock, write, flush and read the socket.
-/// Ends when a round moves nothing.
+/// Another round follows only when it has something to do: bytes were read, a flush is to be
+/// reported, or the socket took bytes while more wait. Every other change wakes the driver.
 fn drive_rounds<C: AsyncRead + AsyncWrite + Unpin>(
     io: &mut Io<C>,
     reader: &mut FrameReader,
     shared: &Mutex<Shared>,
     reading: bool,
+    for_inbound: bool,
     cx: &mut Context<'_>,
 ) -> Result<Drive, ConnectionError> {
     let mut flushed = None;
+    if for_inbound {
+        // The task looks for inbound streams after this drive: a stream the drive accepts need
+        // not wake it.
+        shared.lock().inbound = None;
+    }
     for _ in 0..MAX_ROUNDS_PER_POLL {
-        let (fed, wants_frames, encoded) = {
+        let (wants_frames, more_to_send) = {
             let mut shared = shared.lock();
             if let Some(frames) = flushed.take() {
                 shared.on_flushed(frames);
             }
-            let (fed, wants_frames) = if reading {
-                feed_frames(reader, &mut shared)?
-            } else {
-                (false, false)
-            };
-            (fed, wants_frames, io.encode_outgoing(&mut shared))
+            let wants_frames = reading && feed_frames(reader, &mut shared)?;
+            io.encode_outgoing(&mut shared);
+            (wants_frames, shared.core.has_transmit())
         };
         let progress = io.poll_write_out(cx)?;
-        // A flush moved something, so its report is taken in the next round.
+        // A flush moved something: its report is taken in the next round.
         flushed = progress.flushed_frames;
         let read = if wants_frames {
             if reader.is_eof() {
@@ -242,7 +246,8 @@ fn drive_rounds<C: AsyncRead + AsyncWrite + Unpin>(
         } else {
             false
         };
-        if !(fed || encoded || progress.moved || read) {
+        let socket_took_more = progress.moved && (more_to_send || !io.writer.is_empty());
+        if !(read || flushed.is_some() || socket_took_more) {
             return Ok(Drive::Idle);
         }
     }
@@ -252,24 +257,19 @@ fn drive_rounds<C: AsyncRead + AsyncWrite + Unpin>(
     Ok(Drive::Yield)
 }
 
-/// Feeds the complete frames read so far to the core while it wants them. Returns whether any
-/// frame was fed and whether the core wants more.
-fn feed_frames(
-    reader: &mut FrameReader,
-    shared: &mut Shared,
-) -> Result<(bool, bool), ConnectionError> {
-    let mut fed = false;
+/// Feeds the complete frames read so far to the core while it wants them. Returns whether the
+/// core wants more.
+fn feed_frames(reader: &mut FrameReader, shared: &mut Shared) -> Result<bool, ConnectionError> {
     while shared.core.wants_frames() {
         let Some(frame) = reader.next_frame(&mut shared.pool)? else {
-            return Ok((fed, true));
+            return Ok(true);
         };
         tracing::trace!(?frame, "received frame");
-        fed = true;
         let result = shared.core.handle_frame(frame);
         shared.dispatch_events();
         result?;
     }
-    Ok((fed, false))
+    Ok(false)
 }
 
 /// Where the socket is in its life.
@@ -297,6 +297,10 @@ pub struct Muxer<C> {
     driver_waker: Waker,
     /// The task last registered in `driver`.
     driver_task: Option<Waker>,
+    /// How many drives ran so far.
+    drives: u64,
+    /// After `poll_inbound` found nothing: the drive count then, and the waker it registered.
+    inbound_seen: Option<(u64, Waker)>,
     mode: Mode,
 }
 
@@ -352,6 +356,8 @@ where
             driver,
             driver_waker,
             driver_task: None,
+            drives: 0,
+            inbound_seen: None,
             mode,
         }
     }
@@ -369,7 +375,8 @@ where
 
     /// Drives the connection: sends queued frames, flushes, reads and handles frames.
     /// `Ready(Err)` once the connection has failed; otherwise `Pending`.
-    fn poll_drive(&mut self, cx: &mut Context<'_>) -> Poll<ConnectionError> {
+    /// `for_inbound`: the caller looks for inbound streams after the drive (`poll_inbound`).
+    fn poll_drive(&mut self, cx: &mut Context<'_>, for_inbound: bool) -> Poll<ConnectionError> {
         if !self
             .driver_task
             .as_ref()
@@ -398,11 +405,13 @@ where
         let waker = self.driver_waker.clone();
         let cx = &mut Context::from_waker(&waker);
         let reading = self.socket_state == SocketState::Open;
+        self.drives += 1;
         let drive = drive_rounds(
             &mut self.io.lock(),
             &mut self.reader,
             &self.shared,
             reading,
+            for_inbound,
             cx,
         );
         match drive {
@@ -434,13 +443,21 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Result<Self::Substream, Self::Error>> {
         let this = self.get_mut();
-        // This task looks for inbound streams below: a stream the drive accepts need not wake it.
-        this.shared.lock().inbound = None;
-        let failed = this.poll_drive(cx);
+        let failed = this.poll_drive(cx, true);
+        // Inbound streams arrive only in drives: with none since this task last looked, and its
+        // waker still registered, there is nothing to take.
+        let unchanged = this
+            .inbound_seen
+            .as_ref()
+            .is_some_and(|(drives, w)| *drives == this.drives && w.will_wake(cx.waker()));
+        if failed.is_pending() && unchanged {
+            return Poll::Pending;
+        }
         let mut shared = this.shared.lock();
         // Streams that arrived before the connection ended are still handed out.
         if let Some(id) = shared.core.accept() {
             drop(shared);
+            this.inbound_seen = None;
             tracing::debug!(stream = %id, "inbound stream");
             return Poll::Ready(Ok(this.new_stream(id)));
         }
@@ -448,6 +465,7 @@ where
             return Poll::Ready(Err(e));
         }
         store(&mut shared.inbound, cx.waker());
+        this.inbound_seen = Some((this.drives, cx.waker().clone()));
         Poll::Pending
     }
 
@@ -468,7 +486,7 @@ where
             }
         };
         // Send the NewStream frame (and anything else) right away.
-        if let Poll::Ready(e) = this.poll_drive(cx) {
+        if let Poll::Ready(e) = this.poll_drive(cx, false) {
             return Poll::Ready(Err(e));
         }
         match opened {
@@ -516,7 +534,7 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<StreamMuxerEvent, Self::Error>> {
-        match self.get_mut().poll_drive(cx) {
+        match self.get_mut().poll_drive(cx, false) {
             Poll::Ready(e) => Poll::Ready(Err(e)),
             Poll::Pending => Poll::Pending,
         }

@@ -308,16 +308,25 @@ fn a_body_over_one_mebibyte_is_refused_from_its_head_alone() {
 struct IdleSocket {
     reads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     read_waker: std::sync::Arc<parking_lot::Mutex<Option<std::task::Waker>>>,
+    /// Bytes the next read returns, put there by the test.
+    incoming: std::sync::Arc<parking_lot::Mutex<Vec<u8>>>,
 }
 
 impl AsyncRead for IdleSocket {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        _: &mut [u8],
+        buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         self.reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut incoming = self.incoming.lock();
+        if !incoming.is_empty() {
+            let n = incoming.len().min(buf.len());
+            buf[..n].copy_from_slice(&incoming[..n]);
+            incoming.drain(..n);
+            return Poll::Ready(Ok(n));
+        }
         *self.read_waker.lock() = Some(cx.waker().clone());
         Poll::Pending
     }
@@ -402,4 +411,23 @@ fn polls_with_nothing_new_skip_the_socket_and_every_wake_up_source_brings_a_driv
     );
     poll(&mut muxer);
     assert!(reads() > after_drop, "the bulk write brought a drive");
+}
+
+#[test]
+fn an_inbound_stream_read_by_another_call_is_handed_out_by_the_next_poll_inbound() {
+    use libp2p_core::muxing::StreamMuxer;
+    let socket = IdleSocket::default();
+    let mut muxer = super::Muxer::new(socket.clone(), crate::Config::default(), Mode::Extension);
+    let mut cx = Context::from_waker(noop_waker_ref());
+    assert!(Pin::new(&mut muxer).poll_inbound(&mut cx).is_pending());
+    assert!(Pin::new(&mut muxer).poll_inbound(&mut cx).is_pending());
+    // The peer opens its stream 0 (NewStream, empty name); `poll` is the call that reads it.
+    socket.incoming.lock().extend_from_slice(&[0, 0]);
+    socket.read_waker.lock().take().expect("registered").wake();
+    assert!(Pin::new(&mut muxer).poll(&mut cx).is_pending());
+    match Pin::new(&mut muxer).poll_inbound(&mut cx) {
+        Poll::Ready(Ok(stream)) => assert_eq!(stream.id(), StreamId::remote(0)),
+        other => panic!("the inbound stream: {other:?}"),
+    }
+    assert!(Pin::new(&mut muxer).poll_inbound(&mut cx).is_pending());
 }
