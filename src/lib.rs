@@ -70,10 +70,11 @@
 //!
 //! # Sending
 //!
-//! Writes are buffered, as in libp2p-mplex and any `BufWriter`: up to 16 KiB of written data
-//! waits for the stream's flush, close or waiting read, or for anything else the connection
-//! sends, so that a request and its close reach the peer in one piece. Beyond that, data goes out
-//! at once. Flush (or close) to send now.
+//! Writes may be buffered, as in libp2p-mplex and any `BufWriter`: on a connection's only
+//! stream, up to 16 KiB of written data waits for the stream's flush, close or waiting read, or
+//! for anything else the connection sends, so that a request and its close reach the peer in one
+//! piece. More data, or data beside other streams, goes out at once. Flush (or close) to send
+//! now.
 //!
 //! A stream we open is announced to the peer with its first frame (a write, a close of either
 //! direction, a read that waits, or a flush), as yamux does; one dropped or reset before that

@@ -410,7 +410,20 @@ fn polls_with_nothing_new_skip_the_socket_and_every_wake_up_source_brings_a_driv
             .is_ready()
     );
     poll(&mut muxer);
-    assert!(reads() > after_drop, "the bulk write brought a drive");
+    let after_bulk = reads();
+    assert!(after_bulk > after_drop, "the bulk write brought a drive");
+    // With another stream open, a small write is the driver's at once too.
+    let mut second = match Pin::new(&mut muxer).poll_outbound(&mut cx) {
+        Poll::Ready(Ok(s)) => s,
+        other => panic!("outbound stream: {other:?}"),
+    };
+    assert!(Pin::new(&mut second).poll_write(&mut cx, b"x").is_ready());
+    poll(&mut muxer);
+    assert!(
+        reads() > after_bulk,
+        "a small write beside another stream brought a drive"
+    );
+    drop(stream);
 }
 
 #[test]
