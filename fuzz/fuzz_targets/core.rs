@@ -1,0 +1,7 @@
+//! Frames from a peer and application calls through the I/O-free core (see `fuzz/targets.rs`).
+#![no_main]
+
+#[path = "../targets.rs"]
+mod targets;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::core(data));
