@@ -16,7 +16,7 @@ use std::{
 use common::*;
 use futures::{AsyncReadExt, AsyncWriteExt, FutureExt, future::BoxFuture};
 use libp2p_core::muxing::StreamMuxerExt;
-use libp2p_mplex_halfclose::{Config, Mode, Muxer, Stream};
+use libp2p_mplex_halfclose::{Config, Muxer, Stream};
 
 type Protocol = fn(Stream) -> BoxFuture<'static, ()>;
 
