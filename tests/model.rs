@@ -38,14 +38,6 @@ fn key(side: usize, id: StreamId) -> Key {
     }
 }
 
-fn id(side: usize, key: Key) -> StreamId {
-    if key.0 == side {
-        StreamId::local(key.1)
-    } else {
-        StreamId::remote(key.1)
-    }
-}
-
 /// One direction of one stream: what its writer wrote, how far its reader read, and how it ended.
 #[derive(Debug, Default)]
 struct Direction {
@@ -125,13 +117,12 @@ impl Pair {
                 }
             }
             54..60 => {
-                if let Some(id) = self.pick(side) {
-                    if self.sides[side].conn.close_write(id).is_ok() {
-                        let k = key(side, id);
-                        let d = self.dir(k, side);
-                        if !d.aborted {
-                            d.closed_cleanly = true;
-                        }
+                if let Some(id) = self.pick(side)
+                    && self.sides[side].conn.close_write(id).is_ok()
+                {
+                    let d = self.dir(key(side, id), side);
+                    if !d.aborted {
+                        d.closed_cleanly = true;
                     }
                 }
             }
