@@ -142,7 +142,14 @@ impl StreamError {
             StreamError::Connection(ConnectionError::ProtocolViolation(_)) => {
                 io::ErrorKind::InvalidData
             }
-            StreamError::Connection(ConnectionError::Io(e)) => e.kind(),
+            // On a stream, BrokenPipe and ConnectionReset mean the stream was stopped or reset:
+            // the transport's own broken pipe or reset is the connection's abort.
+            StreamError::Connection(ConnectionError::Io(e)) => match e.kind() {
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
+                    io::ErrorKind::ConnectionAborted
+                }
+                kind => kind,
+            },
             StreamError::Connection(ConnectionError::Closed) => io::ErrorKind::ConnectionAborted,
         }
     }

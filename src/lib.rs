@@ -85,7 +85,9 @@
 //! Stream I/O fails with an `io::Error` whose kind says what happened and whose inner error is
 //! a [`StreamError`]: `BrokenPipe` means we closed writing or the peer stopped reading,
 //! `ConnectionReset` means the stream was reset (with [`StreamError::code`] for its code), and
-//! other kinds mean the connection failed ([`ConnectionError`]).
+//! other kinds mean the connection failed ([`ConnectionError`]): `InvalidData` for a protocol
+//! violation, `ConnectionAborted` for a closed connection or a transport that broke or was reset
+//! (its error is the source), or the transport's own kind for other I/O failures.
 
 #![deny(missing_docs)]
 #![warn(unreachable_pub)]

@@ -232,3 +232,56 @@ async fn poll_close_flushes_what_was_queued_and_closes_the_socket() {
     // The socket is closed: the peer's connection ends.
     assert!(b.ended().await.contains("closed"));
 }
+
+#[tokio::test]
+async fn the_transport_dying_mid_transfer_fails_every_stream_and_poll_close_completes() {
+    for mode in both_modes() {
+        let (ours, mut raw) = tokio::io::duplex(64 * 1024);
+        let mut muxer = Muxer::new(ours.compat(), Config::default(), mode);
+        raw.write_all(&frame(0, 0, b"0")).await.unwrap();
+        let mut reading = within(poll_fn(|cx| muxer.poll_inbound_unpin(cx)))
+            .await
+            .unwrap();
+        let mut writing = within(poll_fn(|cx| muxer.poll_outbound_unpin(cx)))
+            .await
+            .unwrap();
+        // We send flat out on one stream and wait to read on another; the connection's task
+        // drives until the transport fails, then closes the muxer.
+        let writer = tokio::spawn(async move {
+            let chunk = vec![1u8; 64 * 1024];
+            loop {
+                if let Err(e) = futures::AsyncWriteExt::write_all(&mut writing, &chunk).await {
+                    return e;
+                }
+            }
+        });
+        let reader = tokio::spawn(async move { reading.read(&mut [0u8; 8]).await });
+        let connection = tokio::spawn(async move {
+            let failure = poll_fn(|cx| muxer.poll_unpin(cx)).await;
+            let closed = poll_fn(|cx| muxer.poll_close_unpin(cx)).await;
+            (failure, closed)
+        });
+        // The peer takes 100 KiB of the transfer, then its end of the transport is gone.
+        let mut taken = vec![0u8; 100 * 1024];
+        tokio::io::AsyncReadExt::read_exact(&mut raw, &mut taken)
+            .await
+            .unwrap();
+        drop(raw);
+        let (failure, closed) = within(connection).await.unwrap();
+        assert!(failure.is_err(), "{mode:?}: the connection reports its end");
+        let _ = closed; // completes, whatever it reports about a dead socket
+        let written = within(writer).await.unwrap();
+        // Not BrokenPipe or ConnectionReset: on a stream those mean stopped or reset.
+        assert_eq!(
+            written.kind(),
+            ErrorKind::ConnectionAborted,
+            "{mode:?}: {written}"
+        );
+        let read = within(reader).await.unwrap().unwrap_err();
+        assert_eq!(
+            read.kind(),
+            ErrorKind::ConnectionAborted,
+            "{mode:?}: {read}"
+        );
+    }
+}
