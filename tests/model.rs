@@ -12,6 +12,8 @@
 //!   whole and then ends with EOF;
 //! * once the writer has ended its direction in any way (close, reset, drop) or the reader has,
 //!   a read no longer waits;
+//! * a stream reset by its reader, or by its writer before the writer closed, reads as reset
+//!   on the reader's side once all has arrived;
 //! * once both sides dropped every stream, neither core keeps a stream or a buffered byte.
 //!
 //! Windows that went negative, or any other broken count, panic on the spot (debug build).
@@ -22,7 +24,7 @@ use std::collections::HashMap;
 use asynchronous_codec::{Decoder, Encoder};
 use bytes::BytesMut;
 use libp2p_mplex_halfclose::{
-    Codec, Config, Mode, StreamId,
+    Codec, Config, Mode, StreamError, StreamId,
     core::{Connection, ReadOutcome, WriteOutcome},
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
@@ -49,6 +51,13 @@ struct Direction {
     aborted: bool,
     /// The reader closed reading, reset or dropped the stream.
     reader_gone: bool,
+    /// The writer reset the stream before closing this direction.
+    writer_reset: bool,
+    /// The reader reset the stream while the writer had neither reset nor dropped it (else the
+    /// reader's reset may find the stream reset already, and do nothing).
+    reader_reset: bool,
+    /// The writer reset or dropped the stream.
+    writer_gone: bool,
     eof_seen: bool,
 }
 
@@ -214,7 +223,16 @@ impl Pair {
 
     fn reset(&mut self, side: usize, id: StreamId) {
         let k = key(side, id);
-        self.dir(k, side).aborted = true;
+        let mine = self.dir(k, side);
+        if !mine.closed_cleanly {
+            mine.writer_reset = true;
+        }
+        mine.aborted = true;
+        mine.writer_gone = true;
+        let theirs = self.dir(k, 1 - side);
+        if !theirs.writer_gone {
+            theirs.reader_reset = true;
+        }
         self.dir(k, 1 - side).reader_gone = true;
         self.dir(k, 1 - side).aborted = true;
     }
@@ -225,6 +243,7 @@ impl Pair {
         self.sides[side].conn.drop_stream(id);
         // Its writing ends (Close, Reset or nothing if already closed) and it reads no more.
         let mine = self.dir(k, side);
+        mine.writer_gone = true;
         if !mine.closed_cleanly {
             // A drop with writing open sends Close if the peer had finished, Reset otherwise:
             // either way the direction ends, not necessarily with all its data.
@@ -296,9 +315,10 @@ impl Pair {
         panic!("the pair did not come to rest");
     }
 
-    /// Returns how many cleanly closed directions were checked read whole.
-    fn check_at_rest(&mut self) -> usize {
-        let mut whole = 0;
+    /// Returns how many cleanly closed directions were checked read whole, and how many reset
+    /// ones checked reading as reset.
+    fn check_at_rest(&mut self) -> (usize, usize) {
+        let (mut whole, mut resets) = (0, 0);
         for side in 0..2 {
             for id in self.sides[side].held.clone() {
                 let k = key(side, id);
@@ -314,6 +334,17 @@ impl Pair {
                     );
                 }
                 let d = &self.directions[&(k, 1 - side)];
+                if d.writer_reset || d.reader_reset {
+                    // A reset by the reader, or by the writer before its close, ends reading
+                    // with the reset, whatever was buffered.
+                    let outcome = self.sides[side].conn.read_into(id, &mut [0u8; 1], drop);
+                    assert!(
+                        matches!(outcome, Err(StreamError::Reset { .. })),
+                        "{k:?} side {side}: a reset stream reads {outcome:?}"
+                    );
+                    resets += 1;
+                }
+                let d = &self.directions[&(k, 1 - side)];
                 if d.closed_cleanly && !d.aborted && !d.reader_gone {
                     assert_eq!(
                         d.read,
@@ -325,7 +356,7 @@ impl Pair {
                 }
             }
         }
-        whole
+        (whole, resets)
     }
 
     fn drop_all(&mut self) {
@@ -351,18 +382,19 @@ impl Pair {
     }
 }
 
-/// Runs one seed; returns the bytes read and the clean directions checked whole.
-fn run(mode: Mode, seed: u64) -> (usize, usize) {
+/// Runs one seed; returns the bytes read, the clean directions checked whole and the reset ones
+/// checked reading as reset.
+fn run(mode: Mode, seed: u64) -> (usize, usize, usize) {
     let mut pair = Pair::new(mode, seed);
     let steps = pair.rng.gen_range(20..400);
     for _ in 0..steps {
         pair.step();
     }
     pair.quiesce();
-    let whole = pair.check_at_rest();
+    let (whole, resets) = pair.check_at_rest();
     let read = pair.directions.values().map(|d| d.read).sum();
     pair.drop_all();
-    (read, whole)
+    (read, whole, resets)
 }
 
 #[test]
@@ -374,14 +406,15 @@ fn two_cores_agree_with_the_model_for_every_seed() {
             (0..n).collect()
         }
     };
-    let (mut read, mut whole) = (0, 0);
+    let (mut read, mut whole, mut resets) = (0, 0, 0);
     let many = seeds.len() > 100;
     for seed in seeds {
         for mode in [Mode::Extension, Mode::PlainMplex] {
             match std::panic::catch_unwind(|| run(mode, seed)) {
-                Ok((r, w)) => {
+                Ok((r, w, x)) => {
                     read += r;
                     whole += w;
+                    resets += x;
                 }
                 Err(_) => panic!(
                     "seed {seed} ({mode:?}) failed; replay: MODEL_SEED={seed} cargo test --test model"
@@ -389,12 +422,14 @@ fn two_cores_agree_with_the_model_for_every_seed() {
             }
         }
     }
-    println!("{read} bytes read, {whole} cleanly closed directions read whole");
+    println!(
+        "{read} bytes read, {whole} cleanly closed directions read whole, {resets} reset ones read as reset"
+    );
     if many {
         // The random walks do reach the cases the checks are about.
         assert!(
-            read > 10_000_000 && whole > 1000,
-            "{read} bytes, {whole} directions"
+            read > 10_000_000 && whole > 1000 && resets > 100,
+            "{read} bytes, {whole} clean, {resets} reset"
         );
     }
 }
