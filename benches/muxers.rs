@@ -21,7 +21,7 @@ use criterion::{
 use harness::{Link, Muxer};
 
 #[global_allocator]
-static ALLOCATOR: harness::CountingAllocator = harness::CountingAllocator;
+static ALLOCATOR: common::counting::CountingAllocator = common::counting::CountingAllocator;
 
 const LINKS: [(Link, &str); 2] = [(Link::Memory, "memory pipe"), (Link::Tcp, "TCP")];
 

@@ -17,10 +17,9 @@
 mod common;
 
 use std::{
-    alloc::{GlobalAlloc, Layout, System},
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicIsize, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -31,35 +30,8 @@ use libp2p_mplex_halfclose::{Config, Mode, Muxer};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use tokio::net::{TcpListener, TcpStream};
 
-/// The system allocator, counting the bytes held.
-struct Counting;
-
-static HELD: AtomicIsize = AtomicIsize::new(0);
-
-// SAFETY: every call goes to the system allocator unchanged; only a counter is added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        HELD.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: the caller's contract is passed on.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        HELD.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        HELD.fetch_add(
-            new_size as isize - layout.size() as isize,
-            Ordering::Relaxed,
-        );
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
+static ALLOCATOR: common::counting::CountingAllocator = common::counting::CountingAllocator;
 
 #[derive(Default)]
 struct Stats {
@@ -168,6 +140,8 @@ async fn server(mut conn: common::Driven<libp2p_core::muxing::SubstreamBox>) {
 
 #[tokio::main(worker_threads = 2)]
 async fn main() {
+    // The heap figures count from here.
+    common::counting::start();
     let secs = arg("--secs", 180);
     let connections = arg("--connections", 16) as usize;
     let streams = arg("--streams", 32) as usize;
@@ -206,7 +180,7 @@ async fn main() {
     while start.elapsed() < Duration::from_secs(secs) {
         tokio::time::sleep(Duration::from_secs(5)).await;
         let bytes = stats.bytes.load(Ordering::Relaxed);
-        let heap = HELD.load(Ordering::Relaxed) as f64 / (1 << 20) as f64;
+        let heap = common::counting::held() as f64 / (1 << 20) as f64;
         held.push(heap);
         println!(
             "{:>6} {:>12.0} {:>10} {:>8} {:>8} {:>12.1}",

@@ -132,6 +132,21 @@ pub enum Frame {
 }
 
 impl Frame {
+    /// The same frame with its stream id as the other side names it: a frame we send, as the
+    /// peer decodes it, and back.
+    pub fn as_seen_by_peer(mut self) -> Self {
+        match &mut self {
+            Frame::NewStream { id, .. }
+            | Frame::Data { id, .. }
+            | Frame::Close { id }
+            | Frame::Reset { id, .. }
+            | Frame::CloseRead { id, .. }
+            | Frame::WindowUpdate { id, .. }
+            | Frame::UnknownExtension { id, .. } => *id = id.as_seen_by_peer(),
+        }
+        self
+    }
+
     /// The stream the frame is about.
     pub fn stream_id(&self) -> StreamId {
         match self {

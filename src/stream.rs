@@ -85,12 +85,7 @@ impl Stream {
 
     /// Poll form of [`Stream::close_write`].
     pub fn poll_close_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let id = self.id;
-        let mut shared = self.shared.lock();
-        if let Err(e) = shared.stream_call(|core, _| core.close_write(id)) {
-            return Poll::Ready(Err(e.into()));
-        }
-        self.poll_flushed_locked(shared, cx)
+        self.poll_call_flushed(cx, |core, id| core.close_write(id))
     }
 
     /// Closes the read direction (stop-sending): unread data is dropped, later reads return
@@ -118,12 +113,7 @@ impl Stream {
         cx: &mut Context<'_>,
         code: u64,
     ) -> Poll<io::Result<()>> {
-        let id = self.id;
-        let mut shared = self.shared.lock();
-        if let Err(e) = shared.stream_call(|core, _| core.close_read(id, code)) {
-            return Poll::Ready(Err(e.into()));
-        }
-        self.poll_flushed_locked(shared, cx)
+        self.poll_call_flushed(cx, |core, id| core.close_read(id, code))
     }
 
     /// Resets the stream: both directions fail with `ConnectionReset` on both sides. Data not
@@ -135,23 +125,13 @@ impl Stream {
     /// [`Stream::reset`] with an error code the peer can read back (extension mode only; plain
     /// mplex has no room for it and sends 0).
     pub fn reset_with_code(&mut self, code: u64) {
-        // Resetting a stream that is already reset, or whose connection is gone, has nothing
-        // left to do.
-        let _ = self.call(None, |core, id| core.reset(id, code));
-    }
-
-    /// Runs an application call on the core under the lock (see [`Shared::stream_call`]), then
-    /// sends what it queued.
-    fn call<T>(
-        &self,
-        cx: Option<&mut Context<'_>>,
-        f: impl FnOnce(&mut Connection, StreamId) -> Result<T, StreamError>,
-    ) -> io::Result<T> {
         let id = self.id;
         let mut shared = self.shared.lock();
-        let result = shared.stream_call(|core, _| f(core, id));
-        self.send_queued(shared, cx);
-        result.map_err(io::Error::from)
+        // Resetting a stream that is already reset, or whose connection is gone, has nothing
+        // left to do.
+        let _ = shared.stream_call(|core, _| core.reset(id, code));
+        // No task context here: the driver sends the Reset.
+        self.send_queued(shared, None);
     }
 
     /// Sends the frames waiting in the core: from this task when the socket is free and little
@@ -172,13 +152,19 @@ impl Stream {
         }
     }
 
-    /// Ready once everything queued on this stream has been flushed to the socket. Sends what
-    /// waits from this task when the socket is free. Takes the lock held by the caller.
-    fn poll_flushed_locked<'a>(
-        &'a self,
-        mut shared: MutexGuard<'a, Shared>,
+    /// Runs an application call on the core (see [`Shared::stream_call`]), then is ready once
+    /// everything queued on this stream has been flushed to the socket. What waits is sent from
+    /// this task when the socket is free.
+    fn poll_call_flushed(
+        &self,
         cx: &mut Context<'_>,
+        f: impl FnOnce(&mut Connection, StreamId) -> Result<(), StreamError>,
     ) -> Poll<io::Result<()>> {
+        let id = self.id;
+        let mut shared = self.shared.lock();
+        if let Err(e) = shared.stream_call(|core, _| f(core, id)) {
+            return Poll::Ready(Err(e.into()));
+        }
         if shared.core.has_transmit() {
             // Send first, then wait: a flush by this very call must not wake this task.
             self.send_queued(shared, Some(cx));
@@ -244,7 +230,7 @@ impl AsyncWrite for Stream {
         };
         // A little data on the only stream waits for what the task does next, as in a buffered
         // writer: its flush, close or waiting read sends it from this task, together with what
-        // follows, in one piece (see `poll_flushed_locked`); so does the connection's next send.
+        // follows, in one piece (see `poll_call_flushed`); so does the connection's next send.
         // Waking the driver's task for it would cost a round of that task per request. More
         // data, or other streams on the connection, are the driver's at once: it gathers the
         // frames of many streams into one write (8 streams opening and closing at once over TCP
@@ -256,11 +242,11 @@ impl AsyncWrite for Stream {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let mut shared = this.shared.lock();
         // A flush makes a stream we opened known to the peer, even before its first frame.
-        shared.core.announce(this.id);
-        this.poll_flushed_locked(shared, cx)
+        self.poll_call_flushed(cx, |core, id| {
+            core.announce(id);
+            Ok(())
+        })
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

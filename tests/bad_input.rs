@@ -5,24 +5,12 @@ mod common;
 
 use std::io::ErrorKind;
 
-use common::*;
+use common::{peer_frame as frame, *};
 use futures::{AsyncReadExt, future::poll_fn};
 use libp2p_core::muxing::StreamMuxerExt;
 use libp2p_mplex_halfclose::{Config, ConnectionError, Mode, Muxer, ProtocolViolation};
 use tokio::io::AsyncWriteExt;
 use tokio_util::compat::TokioAsyncReadCompatExt;
-
-fn varint(v: u64) -> Vec<u8> {
-    unsigned_varint::encode::u64(v, &mut unsigned_varint::encode::u64_buffer()).to_vec()
-}
-
-/// A frame as the peer (the initiator of its streams) writes it.
-fn frame(num: u64, flag: u64, body: &[u8]) -> Vec<u8> {
-    let mut out = varint(num << 3 | flag);
-    out.extend(varint(body.len() as u64));
-    out.extend_from_slice(body);
-    out
-}
 
 /// Feeds `bytes` to one of our muxers and returns the error its `poll` ends with.
 async fn feed(mode: Mode, bytes: Vec<u8>) -> ConnectionError {

@@ -25,39 +25,6 @@ fn violation(result: Result<Option<Frame>, ConnectionError>) -> ProtocolViolatio
     }
 }
 
-/// The frame as the receiving side sees it: stream ids flip their opener.
-fn as_received(frame: Frame) -> Frame {
-    match frame {
-        Frame::NewStream { id, name } => Frame::NewStream {
-            id: id.as_seen_by_peer(),
-            name,
-        },
-        Frame::Data { id, data } => Frame::Data {
-            id: id.as_seen_by_peer(),
-            data,
-        },
-        Frame::Close { id } => Frame::Close {
-            id: id.as_seen_by_peer(),
-        },
-        Frame::Reset { id, code } => Frame::Reset {
-            id: id.as_seen_by_peer(),
-            code,
-        },
-        Frame::CloseRead { id, code } => Frame::CloseRead {
-            id: id.as_seen_by_peer(),
-            code,
-        },
-        Frame::WindowUpdate { id, credit } => Frame::WindowUpdate {
-            id: id.as_seen_by_peer(),
-            credit,
-        },
-        Frame::UnknownExtension { id, op } => Frame::UnknownExtension {
-            id: id.as_seen_by_peer(),
-            op,
-        },
-    }
-}
-
 #[test]
 fn mplex_flags_are_byte_for_byte_the_spec() {
     let mode = Mode::PlainMplex;
@@ -99,7 +66,10 @@ fn mplex_flags_are_byte_for_byte_the_spec() {
     ];
     for (frame, bytes) in cases {
         assert_eq!(&encode(mode, frame.clone())[..], &bytes[..], "{frame:?}");
-        assert_eq!(decode_one(mode, &bytes).unwrap(), Some(as_received(frame)));
+        assert_eq!(
+            decode_one(mode, &bytes).unwrap(),
+            Some(frame.as_seen_by_peer())
+        );
     }
 }
 
@@ -146,7 +116,10 @@ fn extension_ops_have_the_documented_layout() {
     ];
     for (frame, bytes) in cases {
         assert_eq!(&encode(mode, frame.clone())[..], &bytes[..], "{frame:?}");
-        assert_eq!(decode_one(mode, &bytes).unwrap(), Some(as_received(frame)));
+        assert_eq!(
+            decode_one(mode, &bytes).unwrap(),
+            Some(frame.as_seen_by_peer())
+        );
     }
 }
 
@@ -357,7 +330,7 @@ proptest! {
             }
         }
         prop_assert!(buf.is_empty());
-        let expected: Vec<Frame> = frames.into_iter().map(as_received).collect();
+        let expected: Vec<Frame> = frames.into_iter().map(Frame::as_seen_by_peer).collect();
         prop_assert_eq!(decoded, expected);
     }
 

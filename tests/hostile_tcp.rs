@@ -8,13 +8,9 @@
 
 mod common;
 
-use std::{
-    alloc::{GlobalAlloc, Layout, System},
-    sync::atomic::{AtomicIsize, Ordering},
-    time::Duration,
-};
+use std::time::Duration;
 
-use common::within;
+use common::{counting, peer_frame as frame, varint, within};
 use futures::{AsyncReadExt, AsyncWriteExt as _, future::poll_fn};
 use libp2p_core::{
     muxing::StreamMuxerExt,
@@ -29,63 +25,12 @@ use tokio::{
 };
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
-struct Counting;
-
-static HELD: AtomicIsize = AtomicIsize::new(0);
-static PEAK: AtomicIsize = AtomicIsize::new(0);
-
-fn count(delta: isize) {
-    let now = HELD.fetch_add(delta, Ordering::Relaxed) + delta;
-    PEAK.fetch_max(now, Ordering::Relaxed);
-}
-
-// SAFETY: every call goes to the system allocator unchanged; only counters are added.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(layout.size() as isize);
-        // SAFETY: the caller's contract is passed on.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        count(-(layout.size() as isize));
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(new_size as isize - layout.size() as isize);
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-/// Starts measuring; [`peak_growth`] tells the most held above the start since.
-fn start_measuring() -> isize {
-    let now = HELD.load(Ordering::Relaxed);
-    PEAK.store(now, Ordering::Relaxed);
-    now
-}
-
-fn peak_growth(start: isize) -> usize {
-    (PEAK.load(Ordering::Relaxed) - start).max(0) as usize
-}
+static ALLOCATOR: counting::CountingAllocator = counting::CountingAllocator;
 
 const MIB: usize = 1 << 20;
 
-fn varint(v: u64) -> Vec<u8> {
-    unsigned_varint::encode::u64(v, &mut unsigned_varint::encode::u64_buffer()).to_vec()
-}
-
-/// A frame as the peer, the initiator of its streams, writes it.
-fn frame(num: u64, flag: u64, body: &[u8]) -> Vec<u8> {
-    let mut out = varint(num << 3 | flag);
-    out.extend(varint(body.len() as u64));
-    out.extend_from_slice(body);
-    out
-}
-
+/// A multistream-select message: its length, the text, a newline.
 fn line(text: &str) -> Vec<u8> {
     let mut out = varint(text.len() as u64 + 1);
     out.extend_from_slice(text.as_bytes());
@@ -184,9 +129,9 @@ async fn still_works_after(mode: Mode, bytes: Vec<u8>, pace: Option<Duration>) {
 async fn hostile_peers_fail_cleanly_within_bounded_memory() {
     // One case: its name, what it may make the process hold at most, and the case.
     async fn case(name: &str, bound: usize, run: impl std::future::Future<Output = ()>) {
-        let start = start_measuring();
+        counting::start();
         within(run).await;
-        let grown = peak_growth(start);
+        let grown = counting::peak().max(0) as usize;
         println!("{name}: peak {grown} bytes above the start");
         assert!(grown < bound, "{name}: held {grown} bytes, bound {bound}");
     }

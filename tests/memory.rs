@@ -6,44 +6,12 @@
 
 mod common;
 
-use std::{
-    alloc::{GlobalAlloc, Layout, System},
-    sync::atomic::{AtomicUsize, Ordering},
-};
-
 use common::*;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p_mplex_halfclose::{Config, Mode, core::INITIAL_WINDOW};
 
-/// The system allocator, counting the bytes currently allocated.
-struct Counting;
-
-static ALLOCATED: AtomicUsize = AtomicUsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATED.fetch_add(layout.size(), Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATED.fetch_add(new_size, Ordering::Relaxed);
-        ALLOCATED.fetch_sub(layout.size(), Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-fn allocated() -> usize {
-    ALLOCATED.load(Ordering::Relaxed)
-}
+static GLOBAL: counting::CountingAllocator = counting::CountingAllocator;
 
 /// The tests of this binary, one at a time.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -67,14 +35,14 @@ async fn an_idle_stream_costs_less_than_one_kib_of_muxer_state() {
             warm_peer.read_exact(&mut buf).await.unwrap();
             let mut opened = Vec::with_capacity(STREAMS);
             let mut accepted = Vec::with_capacity(STREAMS);
-            let before = allocated();
+            counting::start();
             for _ in 0..STREAMS {
                 let mut s = a.open().await;
                 s.flush().await.unwrap(); // the NewStream is out
                 opened.push(s);
                 accepted.push(b.accept().await);
             }
-            let per_stream = allocated().saturating_sub(before) / STREAMS;
+            let per_stream = counting::held().max(0) as usize / STREAMS;
             // Both ends of each stream are counted: the muxer state on each side, the handles,
             // and the maps' growth.
             println!("{mode:?}: {per_stream} bytes per idle stream, both ends together");
@@ -99,7 +67,7 @@ async fn unread_streams_flooded_flat_out_hold_no_more_than_their_windows() {
         let a = drive(a);
         let (mut b, mut observed) = drive_observed(b);
         let chunk = std::sync::Arc::new(vec![9u8; 64 * 1024]);
-        let before = allocated();
+        counting::start();
         // A peer writes flat out to 1,000 streams that nobody reads...
         let mut writers = Vec::new();
         let mut unread = Vec::new();
@@ -120,7 +88,7 @@ async fn unread_streams_flooded_flat_out_hold_no_more_than_their_windows() {
         // What the process holds beyond where it started: the unread data, which is exactly the
         // windows, plus a bounded overhead (frame buffers in flight, task and stream state).
         // Nothing grows with the amount the peer tries to send.
-        let held = allocated().saturating_sub(before) as u64;
+        let held = counting::held().max(0) as u64;
         println!("{windows} bytes of windows; the process holds {held} bytes more");
         assert!(
             held <= windows + windows / 20,

@@ -1,13 +1,6 @@
 //! The muxers, links and measurements shared by `muxbench` and the criterion benches.
 
-use std::{
-    alloc::{GlobalAlloc, Layout, System},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicIsize, Ordering},
-    },
-    time::Instant,
-};
+use std::{sync::Arc, time::Instant};
 
 use futures::{AsyncReadExt, AsyncWriteExt, future};
 use libp2p_core::{
@@ -18,55 +11,7 @@ use libp2p_mplex_halfclose::{Config, EXTENSION_PROTOCOL, MPLEX_PROTOCOL};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
-use crate::common::{self, drive};
-
-/// The global allocator of `muxbench` and the benches: the system's, counting the bytes
-/// allocated and freed while [`count_allocations`] is on (off, it costs one relaxed load of a
-/// flag that never changes, so the timed cases run as with the system allocator).
-pub struct CountingAllocator;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCATED: AtomicIsize = AtomicIsize::new(0);
-
-fn count(bytes: isize) {
-    if COUNTING.load(Ordering::Relaxed) {
-        ALLOCATED.fetch_add(bytes, Ordering::Relaxed);
-    }
-}
-
-// SAFETY: every call is forwarded to the system allocator unchanged; only a counter is added.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(layout.size() as isize);
-        // SAFETY: the caller's contract is passed on as it is.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        count(-(layout.size() as isize));
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(new_size as isize - layout.size() as isize);
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-/// Starts counting: from now on [`allocated`] is the net change of bytes held, process-wide
-/// (with [`CountingAllocator`] installed as the global allocator).
-pub fn count_allocations() {
-    ALLOCATED.store(0, Ordering::Relaxed);
-    COUNTING.store(true, Ordering::Relaxed);
-}
-
-/// Bytes allocated minus bytes freed since [`count_allocations`]; stops counting.
-pub fn allocated() -> isize {
-    COUNTING.store(false, Ordering::Relaxed);
-    ALLOCATED.load(Ordering::Relaxed)
-}
+use crate::common::{self, counting, drive};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Muxer {
@@ -266,7 +211,7 @@ pub async fn run(case: Case, kind: Muxer, link: Link) -> Option<Sample> {
 pub async fn idle_stream_memory(kind: Muxer, link: Link, streams: usize) -> Sample {
     let (client, mut server) = connection(kind, link).await;
     let mut held = Vec::with_capacity(2 * streams);
-    count_allocations();
+    counting::start();
     for _ in 0..streams {
         let mut s = client.open().await;
         s.write_all(&[1]).await.expect("write");
@@ -277,7 +222,8 @@ pub async fn idle_stream_memory(kind: Muxer, link: Link, streams: usize) -> Samp
         held.push(s);
         held.push(peer);
     }
-    let bytes = allocated();
+    counting::stop();
+    let bytes = counting::held();
     drop(held);
     Sample {
         value: bytes as f64 / streams as f64,

@@ -20,7 +20,7 @@ mod harness;
 use std::fmt::Write as _;
 
 #[global_allocator]
-static ALLOCATOR: harness::CountingAllocator = harness::CountingAllocator;
+static ALLOCATOR: common::counting::CountingAllocator = common::counting::CountingAllocator;
 
 use harness::{Case, Link, Muxer, Sample, median, run};
 

@@ -299,8 +299,9 @@ pub struct Muxer<C> {
     driver_task: Option<Waker>,
     /// How many drives ran so far.
     drives: u64,
-    /// After `poll_inbound` found nothing: the drive count then, and the waker it registered.
-    inbound_seen: Option<(u64, Waker)>,
+    /// After `poll_inbound` found nothing and registered `driver_task` for inbound streams: the
+    /// drive count then. Cleared when the driving task changes.
+    inbound_seen: Option<u64>,
     mode: Mode,
 }
 
@@ -384,6 +385,8 @@ where
         {
             self.driver_task = Some(cx.waker().clone());
             *self.driver.task.lock() = self.driver_task.clone();
+            // `poll_inbound` registers the new task too.
+            self.inbound_seen = None;
         }
         match self.socket_state {
             SocketState::Closed => {
@@ -446,11 +449,7 @@ where
         let failed = this.poll_drive(cx, true);
         // Inbound streams arrive only in drives: with none since this task last looked, and its
         // waker still registered, there is nothing to take.
-        let unchanged = this
-            .inbound_seen
-            .as_ref()
-            .is_some_and(|(drives, w)| *drives == this.drives && w.will_wake(cx.waker()));
-        if failed.is_pending() && unchanged {
+        if failed.is_pending() && this.inbound_seen == Some(this.drives) {
             return Poll::Pending;
         }
         let mut shared = this.shared.lock();
@@ -465,7 +464,7 @@ where
             return Poll::Ready(Err(e));
         }
         store(&mut shared.inbound, cx.waker());
-        this.inbound_seen = Some((this.drives, cx.waker().clone()));
+        this.inbound_seen = Some(this.drives);
         Poll::Pending
     }
 

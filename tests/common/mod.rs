@@ -16,6 +16,22 @@ use libp2p_core::muxing::{StreamMuxer, StreamMuxerExt};
 use libp2p_mplex_halfclose::{Config, Mode, Muxer};
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
+pub mod counting;
+
+/// `v` as an unsigned varint, as mplex writes numbers.
+pub fn varint(v: u64) -> Vec<u8> {
+    unsigned_varint::encode::u64(v, &mut unsigned_varint::encode::u64_buffer()).to_vec()
+}
+
+/// An mplex frame as a peer, the initiator of its streams, writes it (for tests that play a
+/// peer with raw bytes).
+pub fn peer_frame(num: u64, flag: u64, body: &[u8]) -> Vec<u8> {
+    let mut out = varint(num << 3 | flag);
+    out.extend(varint(body.len() as u64));
+    out.extend_from_slice(body);
+    out
+}
+
 /// A muxer driven by its own task: open and accept streams from anywhere.
 pub struct Driven<S> {
     open_tx: mpsc::UnboundedSender<oneshot::Sender<S>>,
