@@ -40,7 +40,26 @@ pub struct Driven<S> {
     pub ended: Option<oneshot::Receiver<String>>,
 }
 
+/// Opens streams on a [`Driven`] muxer from anywhere, while another task accepts.
+pub struct Opener<S> {
+    open_tx: mpsc::UnboundedSender<oneshot::Sender<S>>,
+}
+
+impl<S> Opener<S> {
+    pub async fn open(&self) -> S {
+        let (tx, rx) = oneshot::channel();
+        self.open_tx.unbounded_send(tx).expect("driver alive");
+        rx.await.expect("driver opened a stream")
+    }
+}
+
 impl<S: Send + 'static> Driven<S> {
+    pub fn opener(&self) -> Opener<S> {
+        Opener {
+            open_tx: self.open_tx.clone(),
+        }
+    }
+
     pub async fn open(&self) -> S {
         let (tx, rx) = oneshot::channel();
         self.open_tx.unbounded_send(tx).expect("driver alive");

@@ -1,0 +1,285 @@
+// The js-libp2p peer of tests/interop_js.rs: TCP + noise + @libp2p/mplex, nothing else.
+//
+//   node peer.mjs listen          prints `listening <multiaddr>`, waits for one connection
+//   node peer.mjs dial <multiaddr>
+//
+// On its connection it serves three protocols and, at the same time, runs its own cases against
+// the same three protocols on the Rust side:
+//
+//   /echo/1.0.0     reads until EOF, writing back what it reads, then closes writing.
+//   /observe/1.0.0  reads a first line `<case> <count>`, then writes <count> bytes of pattern 7
+//                   (count -1: until writing fails) and closes writing, while it reads the rest,
+//                   checking it against pattern 3. Reports what each direction saw.
+//   /reset/1.0.0    reads a first line `<case>`, then resets the stream.
+//
+// Everything the Rust test checks is printed on stdout, one line per event:
+//   report case=<case> key=value ...
+// and `done` once the peer's own cases finished. The process exits when its stdin closes.
+
+import './node20.mjs'
+import { createLibp2p } from 'libp2p'
+import { tcp } from '@libp2p/tcp'
+import { mplex } from '@libp2p/mplex'
+import { noise } from '@chainsafe/libp2p-noise'
+import { multiaddr } from '@multiformats/multiaddr'
+
+const ECHO = '/echo/1.0.0'
+const OBSERVE = '/observe/1.0.0'
+const RESET = '/reset/1.0.0'
+const STREAM_LIMITS = { maxInboundStreams: 256, maxOutboundStreams: 256 }
+const READ_BUFFER = 64 * 1024 * 1024
+const CHUNK = 64 * 1024
+const UNTIL_FAILURE_CAP = 1024 * 1024 * 1024
+
+function report (fields) {
+  const pairs = Object.entries(fields).map(([k, v]) => `${k}=${String(v).replace(/\s+/g, '_')}`)
+  process.stdout.write(`report ${pairs.join(' ')}\n`)
+}
+
+/** The test pattern, as `pattern` in tests/common/mod.rs: byte i of a stream with seed s. */
+function pattern (offset, len, seed) {
+  const out = new Uint8Array(len)
+  for (let i = 0; i < len; i++) {
+    out[i] = (Math.imul(offset + i, 2654435761) >>> 24) ^ seed
+  }
+  return out
+}
+
+function bytesOf (chunk) {
+  return chunk instanceof Uint8Array ? chunk : chunk.subarray()
+}
+
+/** How a direction ended: `eof`/`closed`, or the error's name (StreamResetError, ...). */
+function endOf (err) {
+  return err == null ? 'ok' : (err.name ?? 'Error')
+}
+
+/** Reads a stream's source through one iterator: a first line, then chunks. */
+class Reader {
+  constructor (stream) {
+    this.iterator = stream.source[Symbol.asyncIterator]()
+    this.leftover = new Uint8Array(0)
+  }
+
+  async next () {
+    if (this.leftover.length > 0) {
+      const chunk = this.leftover
+      this.leftover = new Uint8Array(0)
+      return chunk
+    }
+    const { done, value } = await this.iterator.next()
+    return done ? null : bytesOf(value)
+  }
+
+  async line () {
+    let text = ''
+    for (;;) {
+      const chunk = await this.next()
+      if (chunk == null) throw new Error(`EOF before a line, after '${text}'`)
+      const newline = chunk.indexOf(10)
+      if (newline === -1) {
+        text += Buffer.from(chunk).toString()
+        continue
+      }
+      text += Buffer.from(chunk.subarray(0, newline)).toString()
+      this.leftover = chunk.subarray(newline + 1)
+      return text
+    }
+  }
+
+  /** Reads to EOF; returns the byte count and whether every byte matched pattern `seed`. */
+  async drain (seed) {
+    let received = 0
+    let intact = true
+    for (let chunk = await this.next(); chunk != null; chunk = await this.next()) {
+      if (intact && !equal(chunk, pattern(received, chunk.length, seed))) intact = false
+      received += chunk.length
+    }
+    return { received, intact }
+  }
+
+  async readAll () {
+    const parts = []
+    for (let chunk = await this.next(); chunk != null; chunk = await this.next()) parts.push(chunk)
+    return Buffer.concat(parts)
+  }
+}
+
+function equal (a, b) {
+  return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.length).equals(b)
+}
+
+function * pieces (data) {
+  for (let at = 0; at < data.length; at += CHUNK) yield data.subarray(at, at + CHUNK)
+}
+
+/**
+ * Resolves when the peer resets `stream`. js-libp2p's sink neither fails nor always settles
+ * when that happens, so the muxer's call that delivers the reset is watched instead.
+ */
+function watchReset (stream) {
+  return new Promise((resolve) => {
+    const deliver = stream.reset.bind(stream)
+    stream.reset = () => {
+      deliver()
+      resolve()
+    }
+  })
+}
+
+/**
+ * Writes `count` bytes of pattern `seed` (count -1: until the stream is reset), then closes
+ * writing. `writeEnd` is `closed`, `StreamResetError` if a reset came first, or the error.
+ */
+async function sendPattern (stream, count, seed, resetArrived) {
+  const limit = count < 0 ? UNTIL_FAILURE_CAP : count
+  let reset = false
+  const stopped = resetArrived.then(() => { reset = true })
+  let sent = 0
+  const writing = stream.sink((async function * () {
+    while (sent < limit && !reset) {
+      const len = Math.min(CHUNK, limit - sent)
+      yield pattern(sent, len, seed)
+      sent += len
+      // mplex streams take whatever is written without waiting for the network; a turn of
+      // the event loop per chunk lets a reset that arrived be seen.
+      await new Promise((resolve) => setImmediate(resolve))
+    }
+  })())
+  try {
+    await Promise.race([writing, stopped])
+  } catch (err) {
+    return { sent, writeEnd: endOf(err) }
+  }
+  return { sent, writeEnd: reset ? 'StreamResetError' : 'closed' }
+}
+
+// --- the three protocols, served to the Rust side ---
+
+async function serveEcho ({ stream }) {
+  try {
+    await stream.sink(stream.source)
+  } catch (err) {
+    report({ case: 'echo-server-failed', error: endOf(err), message: err.message })
+  }
+}
+
+async function serveObserve ({ stream }) {
+  const resetArrived = watchReset(stream)
+  const reader = new Reader(stream)
+  const [name, countText] = (await reader.line()).split(' ')
+  const writing = sendPattern(stream, Number(countText), 7, resetArrived)
+  let read
+  try {
+    read = { ...(await reader.drain(3)), readEnd: 'eof' }
+  } catch (err) {
+    read = { received: -1, intact: false, readEnd: endOf(err) }
+  }
+  const written = await writing
+  report({ case: name, ...read, ...written })
+}
+
+async function serveReset ({ stream }) {
+  const reader = new Reader(stream)
+  const name = await reader.line()
+  stream.abort(new Error('reset by the js peer'))
+  report({ case: name, resetSent: true })
+}
+
+// --- the js peer's own cases, against the same protocols on the Rust side ---
+
+async function echoRoundTrip (connection, length, seed) {
+  const stream = await connection.newStream(ECHO, STREAM_LIMITS)
+  const data = pattern(0, length, seed)
+  const [, echoed] = await Promise.all([stream.sink(pieces(data)), new Reader(stream).readAll()])
+  return equal(echoed, data)
+}
+
+async function runOwnCases (connection) {
+  const cases = [
+    ['js-echo', async () => ({ ok: await echoRoundTrip(connection, 1024 * 1024, 1) })],
+    ['js-echo-100', async () => {
+      const results = await Promise.all(
+        Array.from({ length: 100 }, (_, i) => echoRoundTrip(connection, 64 * 1024 + i, i)))
+      return { ok: results.every(Boolean), streams: results.length }
+    }],
+    ['js-echo-16m', async () => ({ ok: await echoRoundTrip(connection, 16 * 1024 * 1024, 5) })],
+    ['js-resets', async () => {
+      // The Rust side reads this stream; its read must fail as a reset.
+      const stream = await connection.newStream(OBSERVE, STREAM_LIMITS)
+      let release
+      const aborted = new Promise((resolve) => { release = resolve })
+      // The abort ends the sink; its promise does not settle in every case, so it is not awaited.
+      stream.sink((async function * () {
+        yield Buffer.from('js-resets 0\n')
+        yield pattern(0, 4096, 3)
+        await aborted // writing stays open until the reset
+      })()).catch(() => {})
+      // The Rust side answers with nothing but its own close; wait for it, then reset.
+      await new Reader(stream).readAll()
+      stream.abort(new Error('reset by the js peer'))
+      release()
+      return { resetSent: true }
+    }],
+    ['js-sees-rust-reset', async () => {
+      // The Rust side resets this stream after the line; our read must fail as a reset.
+      const stream = await connection.newStream(RESET, STREAM_LIMITS)
+      const writing = stream.sink([Buffer.from('js-sees-rust-reset\n')])
+      let readEnd
+      try {
+        await new Reader(stream).readAll()
+        readEnd = 'eof'
+      } catch (err) {
+        readEnd = endOf(err)
+      }
+      await writing.catch(() => {})
+      return { readEnd, status: stream.status }
+    }]
+  ]
+  for (const [name, run] of cases) {
+    try {
+      report({ case: name, ...(await run()) })
+    } catch (err) {
+      report({ case: name, ok: false, error: endOf(err), message: err.message })
+    }
+  }
+  process.stdout.write('done\n')
+}
+
+// --- the node ---
+
+const [mode, target] = process.argv.slice(2)
+if (mode !== 'listen' && !(mode === 'dial' && target)) {
+  console.error('usage: node peer.mjs listen | dial <multiaddr>')
+  process.exit(2)
+}
+
+const node = await createLibp2p({
+  addresses: { listen: mode === 'listen' ? ['/ip4/127.0.0.1/tcp/0'] : [] },
+  transports: [tcp()],
+  connectionEncrypters: [noise()],
+  // Plain mplex has no flow control: a stream whose reader is slower than the network buffers
+  // what arrives, up to this limit, then resets. Large enough for the 16 MiB echo.
+  streamMuxers: [mplex({ maxStreamBufferSize: READ_BUFFER })],
+  // No pings: the Rust side serves only the three protocols above.
+  connectionMonitor: { enabled: false }
+})
+await node.handle(ECHO, serveEcho, STREAM_LIMITS)
+await node.handle(OBSERVE, serveObserve, STREAM_LIMITS)
+await node.handle(RESET, serveReset, STREAM_LIMITS)
+
+process.stdin.on('end', () => process.exit(0))
+process.stdin.resume()
+
+if (mode === 'listen') {
+  node.addEventListener('connection:open', (event) => {
+    const connection = event.detail
+    report({ case: 'connection', muxer: connection.multiplexer, direction: connection.direction })
+    runOwnCases(connection)
+  }, { once: true })
+  process.stdout.write(`listening ${node.getMultiaddrs()[0].toString()}\n`)
+} else {
+  const connection = await node.dial(multiaddr(target))
+  report({ case: 'connection', muxer: connection.multiplexer, direction: connection.direction })
+  runOwnCases(connection)
+}

@@ -1,0 +1,631 @@
+//! Interop with js-libp2p: our muxer against `@libp2p/mplex` (js-libp2p 2.10) over TCP + noise,
+//! the Node.js peer in `tests/interop/js/peer.mjs` started as a child process on 127.0.0.1.
+//!
+//! Each test makes one connection, once with us dialing and once with the js peer dialing. On
+//! it both sides run their cases at the same time, each against protocols the other serves
+//! (echo, observe, reset; the file header of `peer.mjs` describes them):
+//! - echo with close-write on each side: 1 MiB, 100 concurrent streams, 16 MiB, all checked byte
+//!   for byte, opened by us and by the js peer;
+//! - resets both ways, seen as `ConnectionReset` here and as `StreamResetError` there;
+//! - our close-read and our drop rules against a peer that speaks only plain mplex: what the js
+//!   peer's reader and writer saw on each stream.
+//!
+//! Needs Node.js 20 or newer. `.ci/run` installs the js side with `npm ci`; when
+//! `tests/interop/js/node_modules` is missing the test runs `npm ci` itself. Without Node the
+//! test fails and says so.
+
+mod common;
+
+use std::{
+    collections::HashMap,
+    io::{self, ErrorKind},
+    path::PathBuf,
+    process::Stdio,
+    sync::OnceLock,
+    time::Duration,
+};
+
+use common::*;
+use futures::{
+    AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt, channel::mpsc, future,
+};
+use libp2p::{
+    Multiaddr, PeerId, Transport,
+    core::{
+        Endpoint,
+        multiaddr::Protocol,
+        transport::{DialOpts, ListenerId, PortUse, TransportEvent},
+        upgrade::Version,
+    },
+    identity, noise, tcp,
+};
+use libp2p_mplex_halfclose::{Config, Mode, Muxer, Stream};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader, Lines},
+    process::{Child, ChildStdout, Command},
+};
+
+const MULTISTREAM: &str = "/multistream/1.0.0";
+const ECHO: &str = "/echo/1.0.0";
+const OBSERVE: &str = "/observe/1.0.0";
+const RESET: &str = "/reset/1.0.0";
+/// The js peer writes this pattern on /observe; its readers check that writers send `SENT_SEED`.
+const JS_SEED: u8 = 7;
+const SENT_SEED: u8 = 3;
+/// Everything one test does, Node's start-up included, ends well within this.
+const TEST_BOUND: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn we_dial_the_js_peer() {
+    let mut js = JsPeer::start(&["listen"]).await;
+    let line = js.next_line().await;
+    let addr: Multiaddr = line
+        .strip_prefix("listening ")
+        .unwrap_or_else(|| panic!("js peer: expected its address, got {line:?}"))
+        .parse()
+        .expect("js peer's address");
+    let (mut transport, _) = our_transport();
+    let dial = transport
+        .dial(
+            addr,
+            DialOpts {
+                role: Endpoint::Dialer,
+                port_use: PortUse::New,
+            },
+        )
+        .expect("dial");
+    let (_, muxer) = tokio::time::timeout(TEST_BOUND, dial)
+        .await
+        .expect("connected in time")
+        .expect("connection to the js peer");
+    tokio::time::timeout(TEST_BOUND, exercise(muxer, js, "inbound"))
+        .await
+        .expect("interop run ended in time");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_js_peer_dials_us() {
+    let (mut transport, peer_id) = our_transport();
+    transport
+        .listen_on(ListenerId::next(), "/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let addr = loop {
+        if let TransportEvent::NewAddress { listen_addr, .. } = transport.select_next_some().await {
+            break listen_addr.with(Protocol::P2p(peer_id));
+        }
+    };
+    let js = JsPeer::start(&["dial", &addr.to_string()]).await;
+    let accept = async {
+        loop {
+            if let TransportEvent::Incoming { upgrade, .. } = transport.select_next_some().await {
+                return upgrade.await;
+            }
+        }
+    };
+    let (_, muxer) = tokio::time::timeout(TEST_BOUND, accept)
+        .await
+        .expect("js peer connected in time")
+        .expect("connection from the js peer");
+    tokio::time::timeout(TEST_BOUND, exercise(muxer, js, "outbound"))
+        .await
+        .expect("interop run ended in time");
+}
+
+type Socket = libp2p::core::upgrade::Negotiated<
+    noise::Output<libp2p::core::upgrade::Negotiated<tcp::tokio::TcpStream>>,
+>;
+
+/// TCP + noise + our muxer, as a node builds it.
+fn our_transport() -> (
+    libp2p::core::transport::Boxed<(PeerId, Muxer<Socket>)>,
+    PeerId,
+) {
+    let key = identity::Keypair::generate_ed25519();
+    let peer_id = key.public().to_peer_id();
+    let transport = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+        .upgrade(Version::V1)
+        .authenticate(noise::Config::new(&key).unwrap())
+        .multiplex(Config::default())
+        .map(|output, _| output) // keeps our muxer type (`Multiplexed::boxed` would box it)
+        .boxed();
+    (transport, peer_id)
+}
+
+/// Runs both sides' cases on one connection; `js_direction` is how the js peer sees it.
+async fn exercise(muxer: Muxer<Socket>, mut js: JsPeer, js_direction: &str) {
+    // The js peer offers only /mplex/6.7.0: we fall back to plain mplex.
+    assert_eq!(muxer.mode(), Mode::PlainMplex);
+    let connection = js.report("connection").await;
+    assert_eq!(connection["muxer"], "/mplex/6.7.0");
+    assert_eq!(connection["direction"], js_direction);
+
+    let mut driven = drive(muxer);
+    let opener = driven.opener();
+    let (observed_tx, mut observed) = mpsc::unbounded();
+    let server = tokio::spawn(async move {
+        loop {
+            let stream = driven.accept().await;
+            tokio::spawn(serve(stream, observed_tx.clone()));
+        }
+    });
+
+    // Our cases, while the js peer runs its own against us.
+    eprintln!("interop ({js_direction}): echo");
+    echo_cases(&opener).await;
+    eprintln!("interop ({js_direction}): resets");
+    reset_cases(&opener, &mut js).await;
+    eprintln!("interop ({js_direction}): close-read");
+    close_read_case(&opener, &mut js).await;
+    eprintln!("interop ({js_direction}): drop rules");
+    drop_rule_cases(&opener, &mut js).await;
+    eprintln!("interop ({js_direction}): the js peer's cases");
+
+    // The js peer's cases, as it saw them and as we saw them.
+    for case in ["js-echo", "js-echo-16m"] {
+        assert_eq!(js.report(case).await["ok"], "true", "{case}");
+    }
+    let many = js.report("js-echo-100").await;
+    assert_eq!((&*many["ok"], &*many["streams"]), ("true", "100"));
+    assert_eq!(js.report("js-resets").await["resetSent"], "true");
+    let resets = observed_case(&mut observed, "js-resets").await;
+    assert_eq!(
+        resets.read_end,
+        Err(ErrorKind::ConnectionReset),
+        "{resets:?}"
+    );
+    let reset_by_us = js.report("js-sees-rust-reset").await;
+    assert_eq!(
+        reset_by_us["readEnd"], "StreamResetError",
+        "{reset_by_us:?}"
+    );
+    if !js.done {
+        assert_eq!(js.next_line().await, "done");
+    }
+    assert!(js.failures.is_empty(), "js peer: {:?}", js.failures);
+    server.abort();
+}
+
+/// Echo with close-write on our side: one 1 MiB stream, 100 at once, one of 16 MiB.
+async fn echo_cases(opener: &Opener<Stream>) {
+    assert_eq!(echo(opener, 1024 * 1024, 11).await, Ok(()));
+    let many = future::join_all((0..100).map(|i| echo(opener, 64 * 1024 + i, i as u8))).await;
+    assert!(many.iter().all(Result::is_ok), "{many:?}");
+    assert_eq!(echo(opener, 16 * 1024 * 1024, 13).await, Ok(()));
+}
+
+/// Writes `len` bytes, closes writing, reads the echo to EOF: Ok if it is the same bytes.
+async fn echo(opener: &Opener<Stream>, len: usize, seed: u8) -> Result<(), String> {
+    let mut stream = open(opener, ECHO).await;
+    let data = pattern(len, seed);
+    let (mut reader, mut writer) = (&mut stream).split();
+    let write = async {
+        writer.write_all(&data).await?;
+        writer.close().await // close-write
+    };
+    let mut echoed = Vec::new();
+    let (written, read) = future::join(write, reader.read_to_end(&mut echoed)).await;
+    written.map_err(|e| format!("write: {e}"))?;
+    read.map_err(|e| format!("read: {e}"))?;
+    if echoed != data {
+        return Err(format!(
+            "{len} bytes sent, {} different bytes back",
+            echoed.len()
+        ));
+    }
+    Ok(())
+}
+
+/// A reset from us reaches the js reader; a reset from the js peer reaches ours.
+async fn reset_cases(opener: &Opener<Stream>, js: &mut JsPeer) {
+    // The js peer reads until something ends its stream, writing nothing.
+    let mut stream = open(opener, OBSERVE).await;
+    stream.write_all(b"rust-resets 0\n").await.unwrap();
+    stream.write_all(&pattern(4096, SENT_SEED)).await.unwrap();
+    stream.flush().await.unwrap();
+    assert_eq!(read_all(&mut stream).await, Ok(0)); // its Close: it is reading now
+    stream.reset();
+    let seen = js.report("rust-resets").await;
+    assert_eq!(seen["readEnd"], "StreamResetError", "{seen:?}");
+
+    // The js peer resets after our first line: our read and then our write fail as reset.
+    let mut stream = open(opener, RESET).await;
+    stream.write_all(b"js-resets-our-stream\n").await.unwrap();
+    let read = read_all(&mut stream).await;
+    assert_eq!(read, Err(ErrorKind::ConnectionReset));
+    let write = stream.write_all(b"more").await.map_err(|e| e.kind());
+    assert_eq!(write, Err(ErrorKind::ConnectionReset));
+    assert_eq!(js.report("js-resets-our-stream").await["resetSent"], "true");
+}
+
+/// Plain mplex cannot carry close-read: it acts here only. Our reads end at once, what the peer
+/// still writes is dropped, and both its writing and our writing go on undisturbed.
+async fn close_read_case(opener: &Opener<Stream>, js: &mut JsPeer) {
+    let sent_by_js = 4 * 1024 * 1024;
+    let mut stream = open(opener, OBSERVE).await;
+    stream
+        .write_all(format!("rust-closes-read {sent_by_js}\n").as_bytes())
+        .await
+        .unwrap();
+    let mut first = vec![0; 1000];
+    stream.read_exact(&mut first).await.unwrap();
+    assert_eq!(first, pattern(1000, JS_SEED));
+    stream.close_read().await.unwrap();
+    assert_eq!(
+        stream.read(&mut [0; 64]).await.unwrap(),
+        0,
+        "EOF after close_read"
+    );
+    stream.write_all(&pattern(65536, SENT_SEED)).await.unwrap();
+    stream.close_write().await.unwrap();
+
+    let seen = js.report("rust-closes-read").await;
+    assert_eq!(
+        (&*seen["received"], &*seen["intact"], &*seen["readEnd"]),
+        ("65536", "true", "eof"),
+        "{seen:?}"
+    );
+    let sent = sent_by_js.to_string();
+    assert_eq!(
+        (&*seen["sent"], &*seen["writeEnd"]),
+        (&*sent, "closed"),
+        "{seen:?}"
+    );
+}
+
+/// Our drop rules in plain-mplex mode, as the js peer's reader and writer see them.
+async fn drop_rule_cases(opener: &Opener<Stream>, js: &mut JsPeer) {
+    // Both directions open: Reset.
+    let mut stream = open(opener, OBSERVE).await;
+    stream.write_all(b"rust-drops-open -1\n").await.unwrap();
+    stream.read_exact(&mut [0; 1024]).await.unwrap(); // the js peer is writing
+    drop(stream);
+    let seen = js.report("rust-drops-open").await;
+    assert_eq!(
+        (&*seen["readEnd"], &*seen["writeEnd"]),
+        ("StreamResetError", "StreamResetError"),
+        "{seen:?}"
+    );
+
+    // We read to EOF and leave writing open: Close, and everything written arrives.
+    let mut stream = open(opener, OBSERVE).await;
+    stream
+        .write_all(b"rust-drops-after-eof 1000\n")
+        .await
+        .unwrap();
+    let mut from_js = Vec::new();
+    stream.read_to_end(&mut from_js).await.unwrap();
+    assert_eq!(from_js, pattern(1000, JS_SEED));
+    stream.write_all(&pattern(65536, SENT_SEED)).await.unwrap();
+    drop(stream);
+    let seen = js.report("rust-drops-after-eof").await;
+    assert_eq!(
+        (&*seen["received"], &*seen["intact"], &*seen["readEnd"]),
+        ("65536", "true", "eof"),
+        "{seen:?}"
+    );
+    assert_eq!(seen["writeEnd"], "closed", "{seen:?}");
+
+    // Writing closed, reading open (here: closed only locally, which plain mplex cannot say):
+    // Reset, which is what stops the js writer.
+    for (case, close_read) in [
+        ("rust-drops-half-closed", false),
+        ("rust-drops-after-close-read", true),
+    ] {
+        let mut stream = open(opener, OBSERVE).await;
+        stream
+            .write_all(format!("{case} -1\n").as_bytes())
+            .await
+            .unwrap();
+        stream.close_write().await.unwrap();
+        stream.read_exact(&mut [0; 1024]).await.unwrap(); // the js peer is writing
+        if close_read {
+            stream.close_read().await.unwrap();
+        }
+        drop(stream);
+        let seen = js.report(case).await;
+        assert_eq!(
+            (&*seen["received"], &*seen["readEnd"], &*seen["writeEnd"]),
+            ("0", "eof", "StreamResetError"),
+            "{case}: {seen:?}"
+        );
+    }
+}
+
+/// Reads to EOF: the byte count, or the error's kind.
+async fn read_all(stream: &mut Stream) -> Result<usize, ErrorKind> {
+    let mut sink = Vec::new();
+    stream.read_to_end(&mut sink).await.map_err(|e| e.kind())
+}
+
+// --- our side of the js peer's cases ---
+
+/// What our /observe handler saw on one stream.
+#[derive(Debug)]
+struct Observed {
+    case: String,
+    read_end: Result<usize, ErrorKind>,
+}
+
+async fn observed_case(observed: &mut mpsc::UnboundedReceiver<Observed>, case: &str) -> Observed {
+    loop {
+        let next = observed.next().await.expect("our server is running");
+        if next.case == case {
+            return next;
+        }
+    }
+}
+
+/// Serves one stream the js peer opened: the same three protocols as `peer.mjs`.
+async fn serve(mut stream: Stream, observed: mpsc::UnboundedSender<Observed>) {
+    let Ok(protocol) = accept_protocol(&mut stream, &[ECHO, OBSERVE, RESET]).await else {
+        return;
+    };
+    match protocol {
+        ECHO => {
+            let mut buf = vec![0; 64 * 1024];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => stream.write_all(&buf[..n]).await.expect("echo write"),
+                    Err(e) => panic!("echo read: {e}"),
+                }
+            }
+            stream.close_write().await.expect("echo close");
+        }
+        OBSERVE => {
+            let first = read_line(&mut stream).await.expect("observe: first line");
+            let (case, count) = first.split_once(' ').expect("observe: `<case> <count>`");
+            let count: usize = count.parse().expect("observe: a count");
+            stream
+                .write_all(&pattern(count, JS_SEED))
+                .await
+                .expect("observe write");
+            stream.close_write().await.expect("observe close");
+            let read_end = read_all(&mut stream).await;
+            let _ = observed.unbounded_send(Observed {
+                case: case.to_string(),
+                read_end,
+            });
+        }
+        RESET => {
+            read_line(&mut stream).await.expect("reset: first line");
+            stream.reset();
+        }
+        _ => unreachable!("accept_protocol returns one of ours"),
+    }
+}
+
+async fn read_line(stream: &mut Stream) -> io::Result<String> {
+    let mut line = Vec::new();
+    loop {
+        let mut byte = [0];
+        stream.read_exact(&mut byte).await?;
+        if byte[0] == b'\n' {
+            return String::from_utf8(line).map_err(|e| io::Error::new(ErrorKind::InvalidData, e));
+        }
+        line.push(byte[0]);
+    }
+}
+
+// --- multistream-select on a stream, by hand, so that the test keeps our stream type ---
+
+async fn open(opener: &Opener<Stream>, protocol: &str) -> Stream {
+    let mut stream = opener.open().await;
+    select_protocol(&mut stream, protocol)
+        .await
+        .unwrap_or_else(|e| panic!("negotiating {protocol}: {e}"));
+    stream
+}
+
+fn message(text: &str) -> Vec<u8> {
+    let mut out = varint(text.len() as u64 + 1);
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'\n');
+    out
+}
+
+async fn read_message<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<String> {
+    let mut len = 0u64;
+    for shift in (0..63).step_by(7) {
+        let mut byte = [0];
+        stream.read_exact(&mut byte).await?;
+        len |= u64::from(byte[0] & 0x7f) << shift;
+        if byte[0] & 0x80 == 0 {
+            break;
+        }
+    }
+    if len > 1024 {
+        return Err(io::Error::new(ErrorKind::InvalidData, "message too long"));
+    }
+    let mut text = vec![0; len as usize];
+    stream.read_exact(&mut text).await?;
+    match text.pop() {
+        Some(b'\n') => {
+            String::from_utf8(text).map_err(|e| io::Error::new(ErrorKind::InvalidData, e))
+        }
+        _ => Err(io::Error::new(
+            ErrorKind::InvalidData,
+            "message without newline",
+        )),
+    }
+}
+
+/// multistream-select's dialer: proposes `protocol`, fails unless the peer accepts it.
+async fn select_protocol<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    protocol: &str,
+) -> io::Result<()> {
+    stream
+        .write_all(&[message(MULTISTREAM), message(protocol)].concat())
+        .await?;
+    stream.flush().await?;
+    for expected in [MULTISTREAM, protocol] {
+        let answer = read_message(stream).await?;
+        if answer != expected {
+            let text = format!("expected {expected}, got {answer}");
+            return Err(io::Error::new(ErrorKind::InvalidData, text));
+        }
+    }
+    Ok(())
+}
+
+/// multistream-select's listener: answers `na` to anything but `supported`.
+async fn accept_protocol<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    supported: &[&'static str],
+) -> io::Result<&'static str> {
+    if read_message(stream).await? != MULTISTREAM {
+        return Err(io::Error::new(
+            ErrorKind::InvalidData,
+            "no multistream header",
+        ));
+    }
+    stream.write_all(&message(MULTISTREAM)).await?;
+    loop {
+        let proposed = read_message(stream).await?;
+        if let Some(protocol) = supported.iter().find(|p| **p == proposed) {
+            stream.write_all(&message(protocol)).await?;
+            stream.flush().await?;
+            return Ok(protocol);
+        }
+        stream.write_all(&message("na")).await?;
+        stream.flush().await?;
+    }
+}
+
+// --- the Node.js child ---
+
+/// The js peer: its stdout lines, and the reports not yet asked for.
+struct JsPeer {
+    _child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+    pending: Vec<HashMap<String, String>>,
+    /// Reports of the js peer's own failures (a server that failed), checked at the end.
+    failures: Vec<HashMap<String, String>>,
+    /// The peer printed `done`: its own cases finished.
+    done: bool,
+}
+
+impl JsPeer {
+    async fn start(args: &[&str]) -> JsPeer {
+        let dir = js_dir();
+        install_js_peer();
+        let mut child = Command::new("node")
+            .arg("peer.mjs")
+            .args(args)
+            .current_dir(&dir)
+            .stdin(Stdio::piped()) // the peer exits when this closes
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start node");
+        let stdout = child.stdout.take().expect("piped stdout");
+        JsPeer {
+            _child: child,
+            lines: BufReader::new(stdout).lines(),
+            pending: Vec::new(),
+            failures: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// The next line the peer prints.
+    async fn raw_line(&mut self) -> String {
+        tokio::time::timeout(TEST_BOUND, self.lines.next_line())
+            .await
+            .expect("js peer said something in time")
+            .expect("js peer's stdout")
+            .expect("js peer exited early (its stderr is above)")
+    }
+
+    /// The next line that is not a report.
+    async fn next_line(&mut self) -> String {
+        loop {
+            let line = self.raw_line().await;
+            match parse_report(&line) {
+                Some(report) => self.keep(report),
+                None => return line,
+            }
+        }
+    }
+
+    /// The js peer's report on `case`.
+    async fn report(&mut self, case: &str) -> HashMap<String, String> {
+        loop {
+            if let Some(at) = self.pending.iter().position(|r| r["case"] == case) {
+                return self.pending.remove(at);
+            }
+            let line = self.raw_line().await;
+            match parse_report(&line) {
+                Some(report) => self.keep(report),
+                None if line == "done" => self.done = true,
+                None => panic!("js peer: unexpected line {line:?} while waiting for {case}"),
+            }
+        }
+    }
+
+    fn keep(&mut self, report: HashMap<String, String>) {
+        if report["case"] == "echo-server-failed" {
+            self.failures.push(report);
+        } else {
+            self.pending.push(report);
+        }
+    }
+}
+
+/// `report case=name key=value ...` as a map.
+fn parse_report(line: &str) -> Option<HashMap<String, String>> {
+    let fields = line.strip_prefix("report ")?;
+    let report: HashMap<_, _> = fields
+        .split(' ')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert!(
+        report.contains_key("case"),
+        "js peer: report without a case: {line}"
+    );
+    Some(report)
+}
+
+fn js_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/js")
+}
+
+/// Checks for Node.js 20+ and installs the js peer's packages from the lockfile if missing.
+/// Fails loudly without Node: this test must not pass by skipping.
+fn install_js_peer() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let version = std::process::Command::new("node")
+            .arg("--version")
+            .output()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "\n\n*** The js-libp2p interop test needs Node.js 20 or newer, and `node` \
+                     could not be run: {e}. Install Node.js (for example Debian's `nodejs` and \
+                     `npm` packages), then run this test again. ***\n\n"
+                )
+            });
+        let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
+        let major: u32 = version
+            .trim_start_matches('v')
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected `node --version`: {version:?}"));
+        assert!(
+            major >= 20,
+            "the js-libp2p interop test needs Node.js 20+, found {version}"
+        );
+        if !js_dir().join("node_modules").exists() {
+            let status = std::process::Command::new("npm")
+                .args(["ci", "--no-audit", "--no-fund"])
+                .current_dir(js_dir())
+                .status()
+                .expect("run npm ci in tests/interop/js");
+            assert!(status.success(), "npm ci in tests/interop/js failed");
+        }
+    });
+}
