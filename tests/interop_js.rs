@@ -604,8 +604,9 @@ fn install_js_peer() {
             .unwrap_or_else(|e| {
                 panic!(
                     "\n\n*** The js-libp2p interop test needs Node.js 20 or newer, and `node` \
-                     could not be run: {e}. Install Node.js (for example Debian's `nodejs` and \
-                     `npm` packages), then run this test again. ***\n\n"
+                     could not be run: {e}. Install Node.js 20+, or run `.ci/node`, which \
+                     fetches it from the npm registry and prints the directory to put on PATH. \
+                     ***\n\n"
                 )
             });
         let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
