@@ -41,8 +41,9 @@ where
 
     fn upgrade_inbound(self, socket: C, protocol: Self::Info) -> Self::Future {
         let mode = self.mode_for(protocol);
-        tracing::debug!(?mode, "inbound connection upgraded");
-        future::ready(Ok(Muxer::new(socket, self, mode)))
+        let muxer = Muxer::new(socket, self, mode);
+        tracing::debug!(parent: muxer.span(), "inbound connection upgraded");
+        future::ready(Ok(muxer))
     }
 }
 
@@ -56,7 +57,8 @@ where
 
     fn upgrade_outbound(self, socket: C, protocol: Self::Info) -> Self::Future {
         let mode = self.mode_for(protocol);
-        tracing::debug!(?mode, "outbound connection upgraded");
-        future::ready(Ok(Muxer::new(socket, self, mode)))
+        let muxer = Muxer::new(socket, self, mode);
+        tracing::debug!(parent: muxer.span(), "outbound connection upgraded");
+        future::ready(Ok(muxer))
     }
 }

@@ -41,7 +41,7 @@ impl Connection {
             }
         };
         if let Err(violation) = result {
-            tracing::debug!(%violation, "peer violated the protocol");
+            // The muxer logs it, with violations the decoder finds.
             let error = ConnectionError::ProtocolViolation(violation);
             self.close(error.clone());
             return Err(error);
@@ -125,6 +125,7 @@ impl Connection {
             return;
         };
         if entry.recv == RecvState::Open {
+            tracing::trace!(stream = %id, "peer closed its write side");
             entry.recv = RecvState::Finished;
             self.events.push_back(Event::Readable(id));
         }
@@ -142,6 +143,7 @@ impl Connection {
             return;
         };
         if entry.send == SendState::Open {
+            tracing::debug!(stream = %id, code, "peer stopped reading");
             entry.send = SendState::Stopped { code };
             self.events.push_back(Event::Writable(id));
             // Unsent data is dropped: the peer would discard it. Answer with our Close so the

@@ -360,6 +360,7 @@ impl Connection {
         let entry = self.live_entry(id)?;
         match entry.send {
             SendState::Open => {
+                tracing::trace!(stream = %id, "closed for writing");
                 entry.send = SendState::Closed;
                 self.announce(id);
                 self.queue_close(id);
@@ -382,6 +383,7 @@ impl Connection {
             RecvState::Reset { code, by_peer } => return Err(StreamError::Reset { code, by_peer }),
             RecvState::Open | RecvState::Finished => {}
         }
+        tracing::trace!(stream = %id, code, "closed for reading");
         entry.recv = RecvState::Stopped;
         let freed = entry.discard_buffer() as u64;
         self.buffered_total -= freed;
@@ -398,6 +400,7 @@ impl Connection {
     /// Resets the stream in both directions. A no-op on a stream already reset.
     pub fn reset(&mut self, id: StreamId, code: u64) -> Result<(), StreamError> {
         self.live_entry(id)?;
+        tracing::debug!(stream = %id, code, "resetting the stream");
         self.reset_stream(id, code, false);
         Ok(())
     }
@@ -426,15 +429,23 @@ impl Connection {
             (Mode::PlainMplex, RecvState::Stopped) => true,
             _ => false,
         };
-        match (write_open, read_open) {
-            (true, true) => self.queue_control(Frame::Reset { id, code: 0 }),
-            (true, false) => self.queue_control(Frame::Close { id }),
+        let frame = match (write_open, read_open) {
+            (true, true) => Frame::Reset { id, code: 0 },
+            (true, false) => Frame::Close { id },
             (false, true) => match self.mode {
-                Mode::Extension => self.queue_control(Frame::CloseRead { id, code: 0 }),
-                Mode::PlainMplex => self.queue_control(Frame::Reset { id, code: 0 }),
+                Mode::Extension => Frame::CloseRead { id, code: 0 },
+                Mode::PlainMplex => Frame::Reset { id, code: 0 },
             },
-            (false, false) => {}
+            (false, false) => {
+                tracing::trace!(stream = %id, "dropped, both directions finished");
+                return;
+            }
+        };
+        match frame {
+            Frame::Close { .. } => tracing::trace!(stream = %id, "dropped: closing for writing"),
+            _ => tracing::debug!(stream = %id, ?frame, "dropped with a direction open"),
         }
+        self.queue_control(frame);
     }
 
     /// Ends the connection: every stream fails with `error` from now on.

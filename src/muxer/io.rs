@@ -53,7 +53,7 @@ impl<C: AsyncWrite + Unpin> Io<C> {
             let Some(frame) = shared.core.poll_transmit() else {
                 break;
             };
-            tracing::trace!(?frame, "send frame");
+            tracing::trace!(parent: &shared.span, ?frame, "send frame");
             self.writer.push(frame);
             any = true;
         }

@@ -9,7 +9,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     task::{Context, Poll, Wake, Waker},
 };
@@ -57,11 +57,15 @@ pub(crate) struct Shared {
     driver: Option<Waker>,
     inbound: Option<Waker>,
     outbound: Option<Waker>,
+    /// The connection's span (`mplex_halfclose{connection=N mode=..}`): entered by every call
+    /// into the core, so that what the core logs names its connection.
+    pub(crate) span: tracing::Span,
 }
 
 impl Shared {
-    fn new(core: Connection, driver: Waker) -> Self {
+    fn new(core: Connection, driver: Waker, span: tracing::Span) -> Self {
         Self {
+            span,
             core,
             pool: BufferPool::default(),
             wakers: StreamMap::default(),
@@ -129,6 +133,8 @@ impl Shared {
         &mut self,
         call: impl FnOnce(&mut Connection, &mut BufferPool) -> T,
     ) -> T {
+        let span = self.span.clone();
+        let _entered = span.enter();
         let was_reading = self.core.wants_frames();
         let result = call(&mut self.core, &mut self.pool);
         if !was_reading && self.core.wants_frames() {
@@ -282,6 +288,9 @@ enum SocketState {
     Closed,
 }
 
+/// Numbers connections in this process for their tracing span, from 1.
+static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
+
 /// A multiplexed connection. Implements [`StreamMuxer`]; its streams are [`Stream`]s.
 ///
 /// The `StreamMuxer` methods drive the connection (`poll` is enough to make progress). A stream
@@ -303,6 +312,8 @@ pub struct Muxer<C> {
     /// drive count then. Cleared when the driving task changes.
     inbound_seen: Option<u64>,
     mode: Mode,
+    /// The connection's span, entered while the muxer is polled.
+    span: tracing::Span,
 }
 
 impl<C> std::fmt::Debug for Muxer<C> {
@@ -343,6 +354,8 @@ where
             task: Mutex::new(None),
         });
         let driver_waker = Waker::from(driver.clone());
+        let connection = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::debug_span!("mplex_halfclose", connection, ?mode);
         Self {
             io: Arc::new(Mutex::new(Io::new(
                 socket,
@@ -353,6 +366,7 @@ where
             shared: Arc::new(Mutex::new(Shared::new(
                 Connection::new(mode, config),
                 driver_waker.clone(),
+                span.clone(),
             ))),
             driver,
             driver_waker,
@@ -360,12 +374,22 @@ where
             drives: 0,
             inbound_seen: None,
             mode,
+            span,
         }
     }
 
     /// Ends the connection with `error`, waking every stream.
     fn fail(&mut self, error: ConnectionError) -> ConnectionError {
-        tracing::debug!(%error, "connection failed");
+        match &error {
+            // Once per connection at most: the connection ends here. An operator wants to see a
+            // peer that breaks the protocol; a peer that goes away is routine.
+            ConnectionError::ProtocolViolation(violation) => tracing::warn!(
+                parent: &self.span,
+                %violation,
+                "peer violated the protocol; closing the connection"
+            ),
+            _ => tracing::debug!(parent: &self.span, %error, "connection failed"),
+        }
         self.socket_state = SocketState::Closed;
         self.io.lock().closed = true;
         let mut shared = self.shared.lock();
@@ -378,6 +402,8 @@ where
     /// `Ready(Err)` once the connection has failed; otherwise `Pending`.
     /// `for_inbound`: the caller looks for inbound streams after the drive (`poll_inbound`).
     fn poll_drive(&mut self, cx: &mut Context<'_>, for_inbound: bool) -> Poll<ConnectionError> {
+        let span = self.span.clone();
+        let _entered = span.enter();
         if !self
             .driver_task
             .as_ref()
@@ -428,6 +454,11 @@ where
         }
     }
 
+    /// The connection's tracing span.
+    pub(crate) fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
     fn new_stream(&self, id: StreamId) -> Stream {
         let io: Arc<dyn Pump> = self.io.clone();
         Stream::new(id, self.shared.clone(), Arc::downgrade(&io), self.mode)
@@ -457,7 +488,7 @@ where
         if let Some(id) = shared.core.accept() {
             drop(shared);
             this.inbound_seen = None;
-            tracing::debug!(stream = %id, "inbound stream");
+            tracing::debug!(parent: &this.span, stream = %id, "inbound stream");
             return Poll::Ready(Ok(this.new_stream(id)));
         }
         if let Poll::Ready(e) = failed {
@@ -490,7 +521,7 @@ where
         }
         match opened {
             Ok(Some(id)) => {
-                tracing::debug!(stream = %id, "outbound stream");
+                tracing::debug!(parent: &this.span, stream = %id, "outbound stream");
                 Poll::Ready(Ok(this.new_stream(id)))
             }
             Ok(None) => Poll::Pending,
@@ -500,7 +531,10 @@ where
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         let this = self.get_mut();
+        let span = this.span.clone();
+        let _entered = span.enter();
         if this.socket_state == SocketState::Open {
+            tracing::debug!("closing the connection");
             this.socket_state = SocketState::Closing;
             this.io.lock().closed = true;
             let mut shared = this.shared.lock();
