@@ -23,7 +23,17 @@ const FLAG_EXTENSION: u64 = 7;
 const OP_CLOSE_READ: u64 = 0;
 const OP_WINDOW_UPDATE: u64 = 1;
 
-/// Encodes and decodes frames for one connection in one [`Mode`].
+/// Encodes and decodes frames for one connection in one [`Mode`], as an
+/// `asynchronous_codec` `Encoder` and `Decoder`.
+///
+/// # Errors
+///
+/// Decoding fails with [`ConnectionError::ProtocolViolation`] on bytes that are not a frame of
+/// this mode: a varint longer than 10 bytes or not minimal, a body longer than
+/// [`MAX_FRAME_BODY`] (before any of it is read), flag 7 in plain-mplex mode, a malformed
+/// extension body, or a frame cut short at EOF. Nothing is buffered for a claimed length: the
+/// decoder waits for bytes as they come. Encoding never fails. A decoded frame's stream id is
+/// already in the receiver's view (see [`Frame::as_seen_by_peer`]).
 #[derive(Debug, Clone)]
 pub struct Codec {
     mode: Mode,

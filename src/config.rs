@@ -33,6 +33,29 @@ pub enum MaxBufferBehaviour {
 ///     .set_max_buffer_behaviour(MaxBufferBehaviour::ResetStream)
 ///     .set_split_send_size(16 * 1024);
 /// ```
+///
+/// As a connection upgrade it offers [`EXTENSION_PROTOCOL`], then (unless
+/// [`set_plain_mplex_fallback`](Config::set_plain_mplex_fallback) turned it off) the plain
+/// mplex id, and yields a [`Muxer`](crate::Muxer) in the matching [`Mode`](crate::Mode):
+///
+/// ```
+/// use libp2p::{Transport, core::upgrade::Version, identity, noise, tcp};
+///
+/// let key = identity::Keypair::generate_ed25519();
+/// let transport = tcp::tokio::Transport::new(tcp::Config::default())
+///     .upgrade(Version::V1)
+///     .authenticate(noise::Config::new(&key).unwrap())
+///     .multiplex(libp2p_mplex_halfclose::Config::new())
+///     .boxed();
+/// # let _ = transport;
+/// ```
+///
+/// # Errors
+///
+/// The setters never fail; out-of-range values are clamped, as each setter says. The upgrade
+/// itself never fails: a peer that offers none of our protocol ids (or only plain mplex, with
+/// the fallback off) fails in multistream-select, as a `NegotiationError` in libp2p's upgrade
+/// error, before the muxer starts.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub(crate) max_num_streams: usize,

@@ -32,6 +32,21 @@ const SEND_FROM_STREAM_LIMIT: usize = 16 * 1024;
 /// | [`reset`](Stream::reset) | Reset | reads and writes fail `ConnectionReset` | the same |
 ///
 /// Dropping the stream sends what the drop rules in the crate docs say.
+///
+/// # Errors
+///
+/// Reads and writes fail with an `io::Error` whose inner error is a [`StreamError`]:
+/// - a read: `ConnectionReset` once the stream was reset (data still unread is dropped), or the
+///   connection's error. After the peer closed its write side, or after
+///   [`close_read`](Stream::close_read), reads return `Ok(0)` instead.
+/// - a write: `BrokenPipe` after our close-write ([`StreamError::WriteClosed`]) or once the
+///   peer stopped reading ([`StreamError::Stopped`], with its code); `ConnectionReset` once the
+///   stream was reset; or the connection's error.
+/// - a flush: as a write, for what remained to flush.
+///
+/// The connection's errors are `InvalidData` (the peer violated the protocol),
+/// `ConnectionAborted` (the connection closed, or its transport broke or was reset) or the
+/// transport's own kind. The crate docs have the whole table.
 pub struct Stream {
     id: StreamId,
     shared: Arc<Mutex<Shared>>,
@@ -77,13 +92,23 @@ impl Stream {
 
     /// Closes the write direction: waits until everything written is flushed, then sends Close.
     /// The peer reads all the data, then EOF. Later writes fail with `BrokenPipe`. Idempotent;
-    /// also succeeds after the peer stopped reading. Fails with `ConnectionReset` on a reset
-    /// stream. Same as `AsyncWriteExt::close`.
+    /// also succeeds after the peer stopped reading. Same as `AsyncWriteExt::close`.
+    ///
+    /// # Errors
+    ///
+    /// `ConnectionReset` if the stream was reset (by either side) before the Close was queued;
+    /// the connection's error (`InvalidData`, `ConnectionAborted` or the transport's kind) if
+    /// the connection failed or closed before everything was flushed. The inner error is a
+    /// [`StreamError`].
     pub async fn close_write(&mut self) -> io::Result<()> {
         poll_fn(|cx| self.poll_close_write(cx)).await
     }
 
     /// Poll form of [`Stream::close_write`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Stream::close_write`].
     pub fn poll_close_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_call_flushed(cx, |core, id| core.close_write(id))
     }
@@ -91,23 +116,42 @@ impl Stream {
     /// Closes the read direction (stop-sending): unread data is dropped, later reads return
     /// `Ok(0)`, data that still arrives is discarded. In extension mode the peer is told: its
     /// writes fail with `BrokenPipe` and it answers with Close. Resolves when the signal is
-    /// flushed. In plain-mplex mode nothing can be sent, so this only acts locally.
+    /// flushed. In plain-mplex mode nothing can be sent, so this only acts locally (see the drop
+    /// rules in the crate docs for what dropping the stream then sends). Idempotent.
+    ///
+    /// # Errors
+    ///
+    /// `ConnectionReset` if the stream was reset (by either side); the connection's error
+    /// (`InvalidData`, `ConnectionAborted` or the transport's kind) if the connection failed or
+    /// closed before the signal was flushed. The inner error is a [`StreamError`].
     pub async fn close_read(&mut self) -> io::Result<()> {
         poll_fn(|cx| self.poll_close_read_with_code(cx, 0)).await
     }
 
     /// [`Stream::close_read`] with an error code the peer's failed write carries
-    /// (see [`StreamError::code`]).
+    /// (see [`StreamError::code`]; extension mode only, plain mplex cannot send it).
+    ///
+    /// # Errors
+    ///
+    /// As [`Stream::close_read`].
     pub async fn close_read_with_code(&mut self, code: u64) -> io::Result<()> {
         poll_fn(|cx| self.poll_close_read_with_code(cx, code)).await
     }
 
     /// Poll form of [`Stream::close_read`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Stream::close_read`].
     pub fn poll_close_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.poll_close_read_with_code(cx, 0)
     }
 
     /// Poll form of [`Stream::close_read_with_code`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Stream::close_read`].
     pub fn poll_close_read_with_code(
         &mut self,
         cx: &mut Context<'_>,
@@ -117,7 +161,8 @@ impl Stream {
     }
 
     /// Resets the stream: both directions fail with `ConnectionReset` on both sides. Data not
-    /// yet sent or read is dropped. A no-op on a stream already reset.
+    /// yet sent or read is dropped. A no-op on a stream already reset or on a connection that
+    /// has ended; never fails.
     pub fn reset(&mut self) {
         self.reset_with_code(0)
     }

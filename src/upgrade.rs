@@ -39,6 +39,8 @@ where
     type Error = io::Error;
     type Future = future::Ready<Result<Muxer<C>, io::Error>>;
 
+    /// Starts the muxer on the negotiated socket, in the mode the protocol id names. Never
+    /// fails: a peer that offers none of our ids fails earlier, in multistream-select.
     fn upgrade_inbound(self, socket: C, protocol: Self::Info) -> Self::Future {
         let mode = self.mode_for(protocol);
         let muxer = Muxer::new(socket, self, mode);
@@ -55,6 +57,8 @@ where
     type Error = io::Error;
     type Future = future::Ready<Result<Muxer<C>, io::Error>>;
 
+    /// Starts the muxer on the negotiated socket, in the mode the protocol id names. Never
+    /// fails: a peer that accepts none of our ids fails earlier, in multistream-select.
     fn upgrade_outbound(self, socket: C, protocol: Self::Info) -> Self::Future {
         let mode = self.mode_for(protocol);
         let muxer = Muxer::new(socket, self, mode);

@@ -13,8 +13,13 @@ use crate::{
 };
 
 impl Connection {
-    /// Processes one frame from the peer. A protocol violation closes the connection and is
-    /// returned; frames for unknown or finished streams are discarded.
+    /// Processes one frame from the peer. Frames for unknown or finished streams are discarded.
+    ///
+    /// # Errors
+    ///
+    /// [`ConnectionError::ProtocolViolation`] if the frame breaks the protocol (the connection
+    /// is closed with it, and every stream fails); the connection's error if it had already
+    /// ended.
     pub fn handle_frame(&mut self, frame: Frame) -> Result<(), ConnectionError> {
         if let Some(e) = &self.closed {
             return Err(e.clone());

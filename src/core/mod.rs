@@ -196,6 +196,10 @@ impl Connection {
 
     /// Opens an outbound stream. `Ok(None)` while the stream limit is reached; an
     /// [`Event::StreamSlotFree`] follows when a stream ends.
+    ///
+    /// # Errors
+    ///
+    /// The connection's error once it has ended.
     pub fn open_stream(&mut self) -> Result<Option<StreamId>, ConnectionError> {
         self.check_open()?;
         if self.streams.len() >= self.config.max_num_streams {
@@ -215,6 +219,12 @@ impl Connection {
     }
 
     /// Reads up to `max` bytes from a stream, as one piece of a received frame.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::Reset`] once the stream was reset; [`StreamError::Connection`] once the
+    /// connection has ended (or for an id it no longer serves). After the peer's Close, or our
+    /// close-read, the outcome is [`ReadOutcome::Eof`] instead.
     pub fn read(&mut self, id: StreamId, max: usize) -> Result<ReadOutcome, StreamError> {
         let max = max.max(1);
         self.read_with(id, |entry| {
@@ -227,6 +237,10 @@ impl Connection {
 
     /// Copies as much received data as fits into `buf` (across frames), and hands every received
     /// buffer it empties to `spent`, whole, for reuse.
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::read`].
     pub fn read_into(
         &mut self,
         id: StreamId,
@@ -305,12 +319,22 @@ impl Connection {
     }
 
     /// Queues up to `buf.len()` bytes on a stream (at most one frame's worth).
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::WriteClosed`] after our close-write; [`StreamError::Stopped`] once the
+    /// peer stopped reading; [`StreamError::Reset`] once the stream was reset;
+    /// [`StreamError::Connection`] once the connection has ended.
     pub fn write(&mut self, id: StreamId, buf: &[u8]) -> Result<WriteOutcome, StreamError> {
         self.write_with(id, buf, Bytes::copy_from_slice)
     }
 
     /// [`Connection::write`], with `copy` making the owned copy of the bytes taken (so that the
     /// caller can supply the buffer).
+    ///
+    /// # Errors
+    ///
+    /// As [`Connection::write`].
     pub fn write_with(
         &mut self,
         id: StreamId,
@@ -356,6 +380,11 @@ impl Connection {
     }
 
     /// Closes our write direction (FIN). Idempotent; fine after the peer stopped reading.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::Reset`] on a reset stream; [`StreamError::Connection`] once the connection
+    /// has ended.
     pub fn close_write(&mut self, id: StreamId) -> Result<(), StreamError> {
         let entry = self.live_entry(id)?;
         match entry.send {
@@ -374,6 +403,11 @@ impl Connection {
     /// Closes our read direction (stop-sending). Unread data is dropped and later reads give EOF.
     /// In extension mode the peer is told with CloseRead (carrying `code`); in plain-mplex mode
     /// nothing can be sent and the data that still arrives is discarded. Idempotent.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::Reset`] on a reset stream; [`StreamError::Connection`] once the connection
+    /// has ended.
     pub fn close_read(&mut self, id: StreamId, code: u64) -> Result<(), StreamError> {
         let mode = self.mode;
         let entry = self.live_entry(id)?;
@@ -398,6 +432,10 @@ impl Connection {
     }
 
     /// Resets the stream in both directions. A no-op on a stream already reset.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::Connection`] once the connection has ended (nothing is left to reset).
     pub fn reset(&mut self, id: StreamId, code: u64) -> Result<(), StreamError> {
         self.live_entry(id)?;
         tracing::debug!(stream = %id, code, "resetting the stream");

@@ -296,6 +296,14 @@ static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 /// The `StreamMuxer` methods drive the connection (`poll` is enough to make progress). A stream
 /// that queues frames sends them from its own task when the socket is free, and otherwise wakes
 /// the task that polls the muxer (see the `io` module).
+///
+/// # Errors
+///
+/// The `StreamMuxer` methods fail with a [`ConnectionError`] once the connection has ended:
+/// [`ConnectionError::ProtocolViolation`] when the peer broke the protocol,
+/// [`ConnectionError::Io`] when the transport failed, [`ConnectionError::Closed`] when the peer
+/// closed the connection or after `poll_close`. Every stream then fails with the same cause.
+/// `poll_inbound` still hands out the streams that arrived before the end.
 pub struct Muxer<C> {
     io: Arc<Mutex<Io<C>>>,
     reader: FrameReader,
