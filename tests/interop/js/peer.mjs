@@ -188,11 +188,17 @@ async function serveReset ({ stream }) {
 
 // --- the js peer's own cases, against the same protocols on the Rust side ---
 
+/** Echoes `length` bytes through the Rust side; throws, saying where, if they differ. */
 async function echoRoundTrip (connection, length, seed) {
   const stream = await connection.newStream(ECHO, STREAM_LIMITS)
   const data = pattern(0, length, seed)
   const [, echoed] = await Promise.all([stream.sink(pieces(data)), new Reader(stream).readAll()])
-  return equal(echoed, data)
+  if (!equal(echoed, data)) {
+    let at = 0
+    while (at < Math.min(echoed.length, data.length) && echoed[at] === data[at]) at++
+    throw new Error(`echo of ${length} bytes: ${echoed.length} came back, first difference at ${at}`)
+  }
+  return true
 }
 
 async function runOwnCases (connection) {
