@@ -10,7 +10,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{counting, peer_frame as frame, varint, within};
+use common::{counting, multistream_message, peer_frame as frame, varint, within};
 use futures::{AsyncReadExt, AsyncWriteExt as _, future::poll_fn};
 use libp2p_core::{
     muxing::StreamMuxerExt,
@@ -29,14 +29,6 @@ use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 static ALLOCATOR: counting::CountingAllocator = counting::CountingAllocator;
 
 const MIB: usize = 1 << 20;
-
-/// A multistream-select message: its length, the text, a newline.
-fn line(text: &str) -> Vec<u8> {
-    let mut out = varint(text.len() as u64 + 1);
-    out.extend_from_slice(text.as_bytes());
-    out.push(b'\n');
-    out
-}
 
 type OurMuxer = Muxer<Negotiated<Compat<TcpStream>>>;
 
@@ -61,7 +53,11 @@ async fn connect(mode: Mode) -> (TcpStream, OurMuxer) {
         Mode::Extension => EXTENSION_PROTOCOL,
         Mode::PlainMplex => MPLEX_PROTOCOL,
     };
-    let hello = [line("/multistream/1.0.0"), line(protocol)].concat();
+    let hello = [
+        multistream_message("/multistream/1.0.0"),
+        multistream_message(protocol),
+    ]
+    .concat();
     peer.write_all(&hello).await.expect("negotiate");
     let mut answer = vec![0u8; hello.len()];
     peer.read_exact(&mut answer)

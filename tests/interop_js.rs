@@ -422,13 +422,6 @@ async fn open(opener: &Opener<Stream>, protocol: &str) -> Stream {
     stream
 }
 
-fn message(text: &str) -> Vec<u8> {
-    let mut out = varint(text.len() as u64 + 1);
-    out.extend_from_slice(text.as_bytes());
-    out.push(b'\n');
-    out
-}
-
 async fn read_message<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<String> {
     let mut len = 0u64;
     for shift in (0..63).step_by(7) {
@@ -461,7 +454,13 @@ async fn select_protocol<S: AsyncRead + AsyncWrite + Unpin>(
     protocol: &str,
 ) -> io::Result<()> {
     stream
-        .write_all(&[message(MULTISTREAM), message(protocol)].concat())
+        .write_all(
+            &[
+                multistream_message(MULTISTREAM),
+                multistream_message(protocol),
+            ]
+            .concat(),
+        )
         .await?;
     stream.flush().await?;
     for expected in [MULTISTREAM, protocol] {
@@ -485,15 +484,15 @@ async fn accept_protocol<S: AsyncRead + AsyncWrite + Unpin>(
             "no multistream header",
         ));
     }
-    stream.write_all(&message(MULTISTREAM)).await?;
+    stream.write_all(&multistream_message(MULTISTREAM)).await?;
     loop {
         let proposed = read_message(stream).await?;
         if let Some(protocol) = supported.iter().find(|p| **p == proposed) {
-            stream.write_all(&message(protocol)).await?;
+            stream.write_all(&multistream_message(protocol)).await?;
             stream.flush().await?;
             return Ok(protocol);
         }
-        stream.write_all(&message("na")).await?;
+        stream.write_all(&multistream_message("na")).await?;
         stream.flush().await?;
     }
 }

@@ -23,6 +23,14 @@ pub fn varint(v: u64) -> Vec<u8> {
     unsigned_varint::encode::u64(v, &mut unsigned_varint::encode::u64_buffer()).to_vec()
 }
 
+/// A multistream-select message: its length, the text, a newline.
+pub fn multistream_message(text: &str) -> Vec<u8> {
+    let mut out = varint(text.len() as u64 + 1);
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'\n');
+    out
+}
+
 /// An mplex frame as a peer, the initiator of its streams, writes it (for tests that play a
 /// peer with raw bytes).
 pub fn peer_frame(num: u64, flag: u64, body: &[u8]) -> Vec<u8> {
