@@ -21,8 +21,8 @@
 //! On the wire it speaks mplex (`/mplex/6.7.0`) byte for byte, plus an extension negotiated
 //! under its own id, [`EXTENSION_PROTOCOL`] (`/mplex-halfclose/1.0.0`; the wire format is in
 //! `PROTOCOL.md`), that carries close-read, per-stream flow control and reset codes. With peers
-//! that only know mplex (rust's libp2p-mplex, js-libp2p's `@libp2p/mplex`, go) it falls back to
-//! plain mplex, so it can replace `libp2p_mplex::Config` in an existing node.
+//! that only know mplex it falls back to plain mplex (tested against rust's libp2p-mplex and
+//! js-libp2p's `@libp2p/mplex`), so it can replace `libp2p_mplex::Config` in an existing node.
 //!
 //! # A complete example
 //!
