@@ -8,8 +8,8 @@
 //
 //   /echo/1.0.0     reads until EOF, writing back what it reads, then closes writing.
 //   /observe/1.0.0  reads a first line `<case> <count>`, then writes <count> bytes of pattern 7
-//                   (count -1: until writing fails) and closes writing, while it reads the rest,
-//                   checking it against pattern 3. Reports what each direction saw.
+//                   (count -1: until the stream is reset) and closes writing, while it reads
+//                   the rest, checking it against pattern 3. Reports what each direction saw.
 //   /reset/1.0.0    reads a first line `<case>`, then resets the stream.
 //
 // Everything the Rust test checks is printed on stdout, one line per event:
@@ -29,7 +29,8 @@ const RESET = '/reset/1.0.0'
 const STREAM_LIMITS = { maxInboundStreams: 256, maxOutboundStreams: 256 }
 const READ_BUFFER = 64 * 1024 * 1024
 const CHUNK = 64 * 1024
-const UNTIL_FAILURE_CAP = 1024 * 1024 * 1024
+// Writing "until reset" stops here, so that a peer that never resets cannot keep it going.
+const UNTIL_RESET_CAP = 1024 * 1024 * 1024
 
 function report (fields) {
   const pairs = Object.entries(fields).map(([k, v]) => `${k}=${String(v).replace(/\s+/g, '_')}`)
@@ -49,7 +50,7 @@ function bytesOf (chunk) {
   return chunk instanceof Uint8Array ? chunk : chunk.subarray()
 }
 
-/** How a direction ended: `eof`/`closed`, or the error's name (StreamResetError, ...). */
+/** The name of the error that ended something (StreamResetError, ...), or `ok`. */
 function endOf (err) {
   return err == null ? 'ok' : (err.name ?? 'Error')
 }
@@ -132,7 +133,7 @@ function watchReset (stream) {
  * writing. `writeEnd` is `closed`, `StreamResetError` if a reset came first, or the error.
  */
 async function sendPattern (stream, count, seed, resetArrived) {
-  const limit = count < 0 ? UNTIL_FAILURE_CAP : count
+  const limit = count < 0 ? UNTIL_RESET_CAP : count
   let reset = false
   const stopped = resetArrived.then(() => { reset = true })
   let sent = 0
