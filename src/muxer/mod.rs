@@ -133,10 +133,12 @@ impl Shared {
         &mut self,
         call: impl FnOnce(&mut Connection, &mut BufferPool) -> T,
     ) -> T {
-        let span = self.span.clone();
-        let _entered = span.enter();
         let was_reading = self.core.wants_frames();
-        let result = call(&mut self.core, &mut self.pool);
+        let result = {
+            // Borrowed, not cloned: this runs on every read and write.
+            let _entered = self.span.enter();
+            call(&mut self.core, &mut self.pool)
+        };
         if !was_reading && self.core.wants_frames() {
             self.wake_driver();
         }
@@ -410,8 +412,6 @@ where
     /// `Ready(Err)` once the connection has failed; otherwise `Pending`.
     /// `for_inbound`: the caller looks for inbound streams after the drive (`poll_inbound`).
     fn poll_drive(&mut self, cx: &mut Context<'_>, for_inbound: bool) -> Poll<ConnectionError> {
-        let span = self.span.clone();
-        let _entered = span.enter();
         if !self
             .driver_task
             .as_ref()
@@ -439,6 +439,9 @@ where
             }
             _ => {}
         }
+        // Past the early returns: only a drive that does work enters the span.
+        let span = self.span.clone();
+        let _entered = span.enter();
         let waker = self.driver_waker.clone();
         let cx = &mut Context::from_waker(&waker);
         let reading = self.socket_state == SocketState::Open;
