@@ -4,7 +4,7 @@
 
 use asynchronous_codec::{Decoder, Encoder};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use unsigned_varint::{decode, encode};
+use unsigned_varint::encode;
 
 use crate::{
     error::{ConnectionError, ProtocolViolation},
@@ -46,32 +46,61 @@ impl Codec {
     }
 }
 
-fn varint_error(e: decode::Error) -> ProtocolViolation {
-    match e {
-        decode::Error::NotMinimal => ProtocolViolation::VarintNotMinimal,
-        _ => ProtocolViolation::VarintOverflow,
+/// The most bytes a varint of a 64-bit value takes.
+const MAX_VARINT_LEN: usize = 10;
+
+/// Why a varint is not a valid one.
+fn varint_violation(kind: VarintError) -> ProtocolViolation {
+    match kind {
+        VarintError::Overflow => ProtocolViolation::VarintOverflow,
+        VarintError::NotMinimal => ProtocolViolation::VarintNotMinimal,
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VarintError {
+    Overflow,
+    NotMinimal,
+}
+
+/// Decodes the unsigned LEB128 varint at the front of `buf`: its value and length, or `None`
+/// if `buf` ends before it does.
+///
+/// Written here rather than taken from `unsigned-varint`, whose 0.8 decoder accepts a tenth
+/// byte above 1 and drops its high bits (`ff ff ff ff ff ff ff ff ff 02` decodes as 2^63 - 1,
+/// and `80 80 80 80 80 80 80 80 80 02`, 2^64, as 0). Here the tenth byte may only be 0 or 1,
+/// which is what fits in 64 bits: anything else, a continuation bit included, is an overflow as
+/// soon as that byte is seen. A last byte of 0 after others is a non-minimal encoding.
+fn decode_varint(buf: &[u8]) -> Result<Option<(u64, usize)>, VarintError> {
+    let mut value = 0u64;
+    for (i, &byte) in buf.iter().take(MAX_VARINT_LEN).enumerate() {
+        if i == MAX_VARINT_LEN - 1 && byte > 1 {
+            return Err(VarintError::Overflow);
+        }
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            if byte == 0 && i > 0 {
+                return Err(VarintError::NotMinimal);
+            }
+            return Ok(Some((value, i + 1)));
+        }
+    }
+    Ok(None)
 }
 
 /// Reads one varint from the front of `buf`: `Ok(None)` if more bytes are needed.
 fn peek_varint(buf: &[u8]) -> Result<Option<(u64, usize)>, ProtocolViolation> {
-    match decode::u64(buf) {
-        Ok((value, rest)) => Ok(Some((value, buf.len() - rest.len()))),
-        Err(decode::Error::Insufficient) => Ok(None),
-        Err(e) => Err(varint_error(e)),
-    }
+    decode_varint(buf).map_err(varint_violation)
 }
 
 /// Reads one complete varint from a frame body.
 fn body_varint(body: &mut Bytes, what: &'static str) -> Result<u64, ProtocolViolation> {
-    match decode::u64(body) {
-        Ok((value, rest)) => {
-            let used = body.len() - rest.len();
+    match decode_varint(body).map_err(varint_violation)? {
+        Some((value, used)) => {
             body.advance(used);
             Ok(value)
         }
-        Err(decode::Error::Insufficient) => Err(ProtocolViolation::MalformedExtension(what)),
-        Err(e) => Err(varint_error(e)),
+        None => Err(ProtocolViolation::MalformedExtension(what)),
     }
 }
 

@@ -265,6 +265,176 @@ fn a_truncated_frame_at_end_of_stream_is_an_error() {
     ));
 }
 
+/// What a varint is, judged by the spec alone (PROTOCOL.md section 2: unsigned LEB128, at most 10
+/// bytes, the value within 64 bits, minimal). An independent reference: it reads into a `u128`
+/// with no length limit, and only then applies the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReferenceVarint {
+    Value(u64),
+    Overflow,
+    NotMinimal,
+    /// No verdict yet: some continuation could still be valid.
+    NeedMore,
+}
+
+fn reference_varint(bytes: &[u8]) -> ReferenceVarint {
+    let mut value: u128 = 0;
+    for (i, &byte) in bytes.iter().enumerate() {
+        if i == 10 {
+            return ReferenceVarint::Overflow; // an eleventh byte
+        }
+        value |= u128::from(byte & 0x7f) << (7 * i);
+        if value > u128::from(u64::MAX) {
+            return ReferenceVarint::Overflow; // no continuation can bring it back
+        }
+        if byte & 0x80 == 0 {
+            return if byte == 0 && i > 0 {
+                ReferenceVarint::NotMinimal
+            } else {
+                ReferenceVarint::Value(value as u64)
+            };
+        }
+    }
+    if bytes.len() >= 10 {
+        ReferenceVarint::Overflow // ten bytes, all continuing
+    } else {
+        ReferenceVarint::NeedMore
+    }
+}
+
+/// The (stream number, flag) of a frame decoded in plain-mplex mode.
+fn header_of(frame: &Frame) -> u64 {
+    let (id, flag) = match frame {
+        Frame::NewStream { id, .. } => (*id, 0),
+        Frame::Data { id, .. } => (*id, 1),
+        Frame::Close { id } => (*id, 3),
+        Frame::Reset { id, .. } => (*id, 5),
+        other => panic!("not a plain-mplex frame: {other:?}"),
+    };
+    // The initiator's variant of a flag is one above the receiver's; stream 0 is NewStream.
+    let flag = match (flag, id.opener()) {
+        (0, _) => 0,
+        (f, libp2p_mplex_halfclose::Opener::Remote) => f + 1,
+        (f, libp2p_mplex_halfclose::Opener::Local) => f,
+    };
+    id.num() << 3 | flag
+}
+
+/// Decodes `varint` as a frame header (followed by an empty body) and as a frame length
+/// (behind the header of a NewStream), and checks both against the reference.
+fn check_varint_against_reference(varint: &[u8]) {
+    let expected = reference_varint(varint);
+    // A complete header is followed by an empty body's length; a cut-off one by nothing.
+    let length: &[u8] = if expected == ReferenceVarint::NeedMore { &[] } else { &[0] };
+    let as_header = decode_one(Mode::PlainMplex, &[varint, length].concat());
+    match expected {
+        ReferenceVarint::Value(v) if v & 7 == 7 => assert_eq!(
+            violation(as_header),
+            ProtocolViolation::ExtensionFrameInPlainMode,
+            "{varint:02x?}"
+        ),
+        ReferenceVarint::Value(v) => {
+            let frame = as_header.unwrap().expect("a whole frame");
+            assert_eq!(header_of(&frame), v, "header {varint:02x?}");
+        }
+        ReferenceVarint::Overflow => assert_eq!(
+            violation(as_header),
+            ProtocolViolation::VarintOverflow,
+            "header {varint:02x?}"
+        ),
+        ReferenceVarint::NotMinimal => assert_eq!(
+            violation(as_header),
+            ProtocolViolation::VarintNotMinimal,
+            "header {varint:02x?}"
+        ),
+        ReferenceVarint::NeedMore => {
+            assert_eq!(as_header.unwrap(), None, "header {varint:02x?}")
+        }
+    }
+    let as_length = decode_one(Mode::PlainMplex, &[&[8], varint].concat());
+    match expected {
+        ReferenceVarint::Value(len) if len > MAX_FRAME_BODY as u64 => assert_eq!(
+            violation(as_length),
+            ProtocolViolation::FrameTooLarge { len },
+            "length {varint:02x?}"
+        ),
+        ReferenceVarint::Value(len) => {
+            if len > 0 {
+                assert_eq!(as_length.unwrap(), None, "length {varint:02x?}: body missing");
+            }
+            let body = vec![b'n'; len as usize];
+            let whole = decode_one(Mode::PlainMplex, &[&[8], varint, &body].concat());
+            assert_eq!(
+                whole.unwrap(),
+                Some(Frame::NewStream {
+                    id: StreamId::remote(1),
+                    name: Bytes::from(body)
+                }),
+                "length {varint:02x?}"
+            );
+        }
+        ReferenceVarint::Overflow => assert_eq!(
+            violation(as_length),
+            ProtocolViolation::VarintOverflow,
+            "length {varint:02x?}"
+        ),
+        ReferenceVarint::NotMinimal => assert_eq!(
+            violation(as_length),
+            ProtocolViolation::VarintNotMinimal,
+            "length {varint:02x?}"
+        ),
+        ReferenceVarint::NeedMore => {
+            assert_eq!(as_length.unwrap(), None, "length {varint:02x?}")
+        }
+    }
+}
+
+#[test]
+fn the_reported_overflows_are_refused_not_wrapped() {
+    // 2^64 + 2^63 - 1 as a header: unsigned-varint 0.8 read it as 2^63 - 1.
+    let header = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02];
+    assert_eq!(
+        violation(decode_one(Mode::Extension, &[&header[..], &[0]].concat())),
+        ProtocolViolation::VarintOverflow
+    );
+    // A length of 2^64: read as 0, the bytes behind it became the next frames. Here they would
+    // open stream 0 had the length been taken for 0.
+    let length = [0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02];
+    let smuggled = [&[0x0a][..], &length, &[0, 0]].concat();
+    for mode in [Mode::PlainMplex, Mode::Extension] {
+        assert_eq!(
+            violation(decode_one(mode, &smuggled)),
+            ProtocolViolation::VarintOverflow
+        );
+    }
+    // The largest values that fit are accepted: 2^64 - 1 (ten bytes, the last one 1).
+    let max = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+    assert_eq!(reference_varint(&max), ReferenceVarint::Value(u64::MAX));
+    check_varint_against_reference(&max);
+}
+
+#[test]
+fn every_ten_and_eleven_byte_edge_case_decodes_as_the_reference_says() {
+    // Every varint of 1 to 11 bytes whose continuation bytes are 0x80 (no payload bits) or
+    // 0xff (all payload bits), ending in each of the 256 byte values (those with the
+    // continuation bit are cut-off varints): 524,032 inputs, every length and tenth byte.
+    let mut checked = 0;
+    for len in 0..=10usize {
+        for pattern in 0..(1u32 << len) {
+            let mut varint: Vec<u8> = (0..len)
+                .map(|i| if pattern >> i & 1 == 1 { 0xff } else { 0x80 })
+                .collect();
+            varint.push(0);
+            for last in 0..=255u8 {
+                *varint.last_mut().unwrap() = last;
+                check_varint_against_reference(&varint);
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 256 * ((1 << 11) - 1));
+}
+
 fn arb_id() -> impl Strategy<Value = StreamId> {
     (0u64..(1 << 40), any::<bool>()).prop_map(|(n, local)| {
         if local {
@@ -332,6 +502,18 @@ proptest! {
         prop_assert!(buf.is_empty());
         let expected: Vec<Frame> = frames.into_iter().map(Frame::as_seen_by_peer).collect();
         prop_assert_eq!(decoded, expected);
+    }
+
+    #[test]
+    fn random_varints_decode_as_the_reference_says(
+        varint in proptest::collection::vec(
+            prop_oneof![any::<u8>(), Just(0x80u8), Just(0xffu8), 0u8..4],
+            1..13,
+        )
+    ) {
+        // Up to the first byte without the continuation bit: one varint, nothing behind it.
+        let end = varint.iter().position(|b| b & 0x80 == 0).map_or(varint.len(), |i| i + 1);
+        check_varint_against_reference(&varint[..end]);
     }
 
     #[test]

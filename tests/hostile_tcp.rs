@@ -137,6 +137,16 @@ async fn hostile_peers_fail_cleanly_within_bounded_memory() {
             assert_eq!(v, ProtocolViolation::VarintOverflow);
         })
         .await;
+        case("a length of 2^64 (tenth varint byte above 1)", MIB, async {
+            // Read as 0 by a decoder that drops the high bits, the bytes behind it would be
+            // taken for frames: here a NewStream that must never be seen.
+            let mut bytes = varint(2);
+            bytes.extend([0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02]);
+            bytes.extend(frame(7, 0, b"7"));
+            let v = violation_after(mode, bytes).await;
+            assert_eq!(v, ProtocolViolation::VarintOverflow);
+        })
+        .await;
         case("a length of 100 MiB", MIB, async {
             let mut bytes = varint(2);
             bytes.extend(varint(100 << 20));
