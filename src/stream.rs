@@ -168,7 +168,7 @@ impl Stream {
     }
 
     /// [`Stream::reset`] with an error code the peer can read back (extension mode only; plain
-    /// mplex has no room for it and sends 0).
+    /// mplex has no room for it: the code is 0, on both sides).
     pub fn reset_with_code(&mut self, code: u64) {
         let id = self.id;
         let mut shared = self.shared.lock();

@@ -250,13 +250,19 @@ impl Connection {
         Ok(())
     }
 
-    /// Resets the stream in both directions. A no-op on a stream already reset.
+    /// Resets the stream in both directions with `code`. In plain-mplex mode the code is 0 on
+    /// both sides, since the wire has no room for it. A no-op on a stream already reset.
     ///
     /// # Errors
     ///
     /// [`StreamError::Connection`] once the connection has ended (nothing is left to reset).
     pub fn reset(&mut self, id: StreamId, code: u64) -> Result<(), StreamError> {
         self.live_entry(id)?;
+        // Plain mplex has no room for a code: the peer sees 0, and so do we.
+        let code = match self.mode {
+            Mode::Extension => code,
+            Mode::PlainMplex => 0,
+        };
         tracing::debug!(stream = %id, code, "resetting the stream");
         self.reset_stream(id, code, false);
         Ok(())

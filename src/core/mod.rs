@@ -283,11 +283,7 @@ impl Connection {
         self.events.push_back(Event::Readable(id));
         self.events.push_back(Event::Writable(id));
         if !by_peer && announced {
-            let code = if self.mode == Mode::Extension {
-                code
-            } else {
-                0
-            };
+            // The code is 0 in plain-mplex mode (see `Connection::reset`).
             self.queue_control(Frame::Reset { id, code });
         }
     }
