@@ -176,3 +176,59 @@ async fn plain_mode_close_read_on_the_blocking_stream_lets_the_connection_read_a
     })
     .await;
 }
+
+#[tokio::test]
+async fn plain_mode_block_resumes_when_a_read_of_another_stream_brings_the_connection_under_budget()
+{
+    within(async {
+        let mut config = Config::default();
+        config
+            .set_max_connection_buffer(128 * 1024)
+            .set_max_buffer_behaviour(MaxBufferBehaviour::Block);
+        let (a, b) = memory_pair(Mode::PlainMplex, config);
+        let a = drive(a);
+        let (mut b, mut observed) = drive_observed(b);
+        // Stream A receives 100 KiB, then B does: the connection goes over its budget on B's
+        // data, and reading pauses, blocked on B.
+        let mut a_writer = a.open().await;
+        a_writer.write_all(&pattern(100 * 1024, 1)).await.unwrap();
+        a_writer.flush().await.unwrap();
+        let mut a_reader = b.accept().await;
+        observed
+            .wait_for(|o| o.buffered == 100 * 1024)
+            .await
+            .unwrap();
+        let mut b_writer = a.open().await;
+        let b_sender = tokio::spawn(async move {
+            b_writer.write_all(&pattern(100 * 1024, 2)).await.unwrap();
+            b_writer.close().await.unwrap();
+            b_writer
+        });
+        let mut b_reader = b.accept().await;
+        observed
+            .wait_for(|o| o.buffered > 128 * 1024)
+            .await
+            .unwrap();
+        // C is opened behind the pause.
+        let mut c_writer = a.open().await;
+        c_writer.write_all(b"c").await.unwrap();
+        c_writer.close().await.unwrap();
+        // 1 KiB of B, then all of A: what is left is under the budget, and B is within its
+        // frame limit, so reading must resume although the blocking stream is still B.
+        let mut one_kib = vec![0u8; 1024];
+        b_reader.read_exact(&mut one_kib).await.unwrap();
+        let mut all_of_a = vec![0u8; 100 * 1024];
+        a_reader.read_exact(&mut all_of_a).await.unwrap();
+        assert!(all_of_a == pattern(100 * 1024, 1));
+        let mut c_reader = b.accept().await;
+        let mut got = Vec::new();
+        c_reader.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"c");
+        // B's data is whole as well.
+        let mut rest = Vec::new();
+        b_reader.read_to_end(&mut rest).await.unwrap();
+        assert!([one_kib, rest].concat() == pattern(100 * 1024, 2));
+        b_sender.await.unwrap();
+    })
+    .await;
+}

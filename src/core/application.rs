@@ -131,9 +131,7 @@ impl Connection {
                 credit: grant.credit,
             });
         }
-        if self.blocking_stream == Some(id) {
-            self.unblock_if_drained(id);
-        }
+        self.resume_reading_if_drained();
         Ok(ReadOutcome::Data(data))
     }
 
@@ -244,9 +242,7 @@ impl Connection {
             self.announce(id);
             self.queue_control(Frame::CloseRead { id, code });
         }
-        if self.blocking_stream == Some(id) {
-            self.blocking_stream = None;
-        }
+        self.resume_reading_if_drained();
         Ok(())
     }
 

@@ -251,9 +251,7 @@ impl Connection {
         if self.mode == Mode::Extension {
             self.window_total -= entry.recv_window.size();
         }
-        if self.blocking_stream == Some(id) {
-            self.blocking_stream = None;
-        }
+        self.resume_reading_if_drained();
         self.blocked_writers.retain(|w| *w != id);
         self.inbound.retain(|i| *i != id);
         if self.streams.len() + 1 == self.config.max_num_streams {
@@ -275,9 +273,7 @@ impl Connection {
             entry.recv = RecvState::Reset { code, by_peer };
             let freed = entry.discard_buffer() as u64;
             self.buffered_total -= freed;
-            if self.blocking_stream == Some(id) {
-                self.blocking_stream = None;
-            }
+            self.resume_reading_if_drained();
         }
         self.discard_unsent(id);
         self.events.push_back(Event::Readable(id));
@@ -288,12 +284,17 @@ impl Connection {
         }
     }
 
-    fn unblock_if_drained(&mut self, id: StreamId) {
-        let Some(entry) = self.streams.get(&id) else {
-            self.blocking_stream = None;
+    /// Plain mplex with [`MaxBufferBehaviour::Block`]: ends the pause once what caused it is
+    /// gone (the blocking stream back within its frame limit, the connection within its budget),
+    /// whichever call removed it: a read of any stream, a close-read, a reset or a drop.
+    ///
+    /// [`MaxBufferBehaviour::Block`]: crate::MaxBufferBehaviour::Block
+    fn resume_reading_if_drained(&mut self) {
+        let Some(id) = self.blocking_stream else {
             return;
         };
-        if entry.recv_buf.len() <= self.config.max_buffer_len
+        let frames = self.streams.get(&id).map_or(0, |e| e.recv_buf.len());
+        if frames <= self.config.max_buffer_len
             && self.buffered_total <= self.config.max_connection_buffer
         {
             self.blocking_stream = None;
