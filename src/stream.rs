@@ -11,7 +11,7 @@ use futures::{AsyncRead, AsyncWrite, future::poll_fn};
 use parking_lot::{Mutex, MutexGuard};
 
 use crate::{
-    core::{Connection, ReadOutcome, WriteOutcome},
+    core::{Connection, FlushWait, ReadOutcome, WriteOutcome},
     error::StreamError,
     frame::{Mode, StreamId},
     muxer::{Pump, Shared},
@@ -42,7 +42,14 @@ const SEND_FROM_STREAM_LIMIT: usize = 16 * 1024;
 /// - a write: `BrokenPipe` after our close-write ([`StreamError::WriteClosed`]) or once the
 ///   peer stopped reading ([`StreamError::Stopped`], with its code); `ConnectionReset` once the
 ///   stream was reset; or the connection's error.
-/// - a flush: as a write, for what remained to flush.
+/// - a flush: as a write (`ConnectionReset` once the stream was reset, `BrokenPipe` once the
+///   peer stopped reading, or the connection's error), also while it waits for the socket.
+///
+/// Every call that waits ends as soon as an event decides it: a read, a write, a flush, a
+/// close-write or a close-read waiting for data, credit or the socket wakes on the peer's Reset,
+/// on the peer's CloseRead (writes, flushes and closes), on the peer's Close (reads and
+/// close-reads), on a protocol violation or transport failure, and when the muxer is dropped.
+/// `tests/wakeups.rs` checks every cell of that table.
 ///
 /// The connection's errors are `InvalidData` (the peer violated the protocol),
 /// `ConnectionAborted` (the connection closed, or its transport broke or was reset) or the
@@ -90,13 +97,15 @@ impl Stream {
         self.mode
     }
 
-    /// Closes the write direction: waits until everything written is flushed, then sends Close.
-    /// The peer reads all the data, then EOF. Later writes fail with `BrokenPipe`. Idempotent;
-    /// also succeeds after the peer stopped reading. Same as `AsyncWriteExt::close`.
+    /// Closes the write direction: sends Close behind everything written, and resolves once it
+    /// is flushed. The peer reads all the data, then EOF. Later writes fail with `BrokenPipe`.
+    /// Idempotent. Once the peer has stopped reading (also while this call waits for the
+    /// socket), the direction is finished either way: it resolves at once, and data the peer
+    /// would discard is dropped. Same as `AsyncWriteExt::close`.
     ///
     /// # Errors
     ///
-    /// `ConnectionReset` if the stream was reset (by either side) before the Close was queued;
+    /// `ConnectionReset` if the stream was reset (by either side) before the Close was flushed;
     /// the connection's error (`InvalidData`, `ConnectionAborted` or the transport's kind) if
     /// the connection failed or closed before everything was flushed. The inner error is a
     /// [`StreamError`].
@@ -110,14 +119,15 @@ impl Stream {
     ///
     /// As [`Stream::close_write`].
     pub fn poll_close_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.poll_call_flushed(cx, |core, id| core.close_write(id))
+        self.poll_call_flushed(cx, FlushWait::CloseWrite, |core, id| core.close_write(id))
     }
 
     /// Closes the read direction (stop-sending): unread data is dropped, later reads return
     /// `Ok(0)`, data that still arrives is discarded. In extension mode the peer is told: its
     /// writes fail with `BrokenPipe` and it answers with Close. Resolves when the signal is
-    /// flushed. In plain-mplex mode nothing can be sent, so this only acts locally (see the drop
-    /// rules in the crate docs for what dropping the stream then sends). Idempotent.
+    /// flushed, or as soon as the peer's Close says that nothing more comes. In plain-mplex mode
+    /// nothing can be sent, so this only acts locally and resolves at once (see the drop rules
+    /// in the crate docs for what dropping the stream then sends). Idempotent.
     ///
     /// # Errors
     ///
@@ -157,7 +167,9 @@ impl Stream {
         cx: &mut Context<'_>,
         code: u64,
     ) -> Poll<io::Result<()>> {
-        self.poll_call_flushed(cx, |core, id| core.close_read(id, code))
+        self.poll_call_flushed(cx, FlushWait::CloseRead, |core, id| {
+            core.close_read(id, code)
+        })
     }
 
     /// Resets the stream: both directions fail with `ConnectionReset` on both sides. Data not
@@ -197,12 +209,14 @@ impl Stream {
         }
     }
 
-    /// Runs an application call on the core (see [`Shared::stream_call`]), then is ready once
-    /// everything queued on this stream has been flushed to the socket. What waits is sent from
-    /// this task when the socket is free.
+    /// Runs an application call on the core (see [`Shared::stream_call`]), then waits for what
+    /// it queued to reach the socket, as `wait` says (see `Connection::poll_flushed`: the call
+    /// also ends as soon as a reset, a stop, the peer's Close or the connection's end decides
+    /// it). What waits is sent from this task when the socket is free.
     fn poll_call_flushed(
         &self,
         cx: &mut Context<'_>,
+        wait: FlushWait,
         f: impl FnOnce(&mut Connection, StreamId) -> Result<(), StreamError>,
     ) -> Poll<io::Result<()>> {
         let id = self.id;
@@ -215,15 +229,14 @@ impl Stream {
             self.send_queued(shared, Some(cx));
             shared = self.shared.lock();
         }
-        if shared.core.is_flushed(self.id) {
-            return Poll::Ready(Ok(()));
+        match shared.core.poll_flushed(id, wait) {
+            Some(outcome) => Poll::Ready(outcome.map_err(io::Error::from)),
+            None => {
+                shared.register_flush(id, cx.waker());
+                shared.wake_driver();
+                Poll::Pending
+            }
         }
-        if let Some(e) = shared.core.closed() {
-            return Poll::Ready(Err(StreamError::Connection(e.clone()).into()));
-        }
-        shared.register_flush(cx.waker());
-        shared.wake_driver();
-        Poll::Pending
     }
 }
 
@@ -288,7 +301,7 @@ impl AsyncWrite for Stream {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         // A flush makes a stream we opened known to the peer, even before its first frame.
-        self.poll_call_flushed(cx, |core, id| {
+        self.poll_call_flushed(cx, FlushWait::Flush, |core, id| {
             core.announce(id);
             Ok(())
         })

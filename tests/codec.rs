@@ -325,7 +325,11 @@ fn header_of(frame: &Frame) -> u64 {
 fn check_varint_against_reference(varint: &[u8]) {
     let expected = reference_varint(varint);
     // A complete header is followed by an empty body's length; a cut-off one by nothing.
-    let length: &[u8] = if expected == ReferenceVarint::NeedMore { &[] } else { &[0] };
+    let length: &[u8] = if expected == ReferenceVarint::NeedMore {
+        &[]
+    } else {
+        &[0]
+    };
     let as_header = decode_one(Mode::PlainMplex, &[varint, length].concat());
     match expected {
         ReferenceVarint::Value(v) if v & 7 == 7 => assert_eq!(
@@ -360,7 +364,11 @@ fn check_varint_against_reference(varint: &[u8]) {
         ),
         ReferenceVarint::Value(len) => {
             if len > 0 {
-                assert_eq!(as_length.unwrap(), None, "length {varint:02x?}: body missing");
+                assert_eq!(
+                    as_length.unwrap(),
+                    None,
+                    "length {varint:02x?}: body missing"
+                );
             }
             let body = vec![b'n'; len as usize];
             let whole = decode_one(Mode::PlainMplex, &[&[8], varint, &body].concat());

@@ -129,10 +129,14 @@ impl Connection {
         let Some(entry) = known_stream(&mut self.streams, id) else {
             return;
         };
+        if !entry.peer_closed {
+            entry.peer_closed = true;
+            // Wakes a reader (EOF) and a close-read waiting for its CloseRead to go out.
+            self.events.push_back(Event::Readable(id));
+        }
         if entry.recv == RecvState::Open {
             tracing::trace!(stream = %id, "peer closed its write side");
             entry.recv = RecvState::Finished;
-            self.events.push_back(Event::Readable(id));
         }
     }
 
@@ -147,15 +151,28 @@ impl Connection {
         let Some(entry) = known_stream(&mut self.streams, id) else {
             return;
         };
-        if entry.send == SendState::Open {
-            tracing::debug!(stream = %id, code, "peer stopped reading");
-            entry.send = SendState::Stopped { code };
-            self.events.push_back(Event::Writable(id));
-            // Unsent data is dropped: the peer would discard it. Answer with our Close so the
-            // peer learns the direction is finished.
-            self.discard_unsent(id);
-            self.queue_close(id);
+        if entry.peer_stopped {
+            return;
         }
+        entry.peer_stopped = true;
+        match entry.send {
+            SendState::Open => {
+                tracing::debug!(stream = %id, code, "peer stopped reading");
+                entry.send = SendState::Stopped { code };
+                // Unsent data is dropped: the peer would discard it. Answer with our Close so
+                // the peer learns the direction is finished.
+                self.discard_unsent(id);
+                self.queue_close(id);
+            }
+            SendState::Closed => {
+                // Our Close is on its way; the data still queued before it would be discarded.
+                tracing::debug!(stream = %id, code, "peer stopped reading after our close");
+                self.discard_unsent(id);
+            }
+            SendState::Stopped { .. } | SendState::Reset { .. } => return,
+        }
+        // Wakes a writer (it fails) and a flush or close waiting for the socket (it is done).
+        self.events.push_back(Event::Writable(id));
     }
 
     fn on_window_update(&mut self, id: StreamId, credit: u64) -> Result<(), ProtocolViolation> {

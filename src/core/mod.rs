@@ -65,6 +65,18 @@ pub enum WriteOutcome {
     Blocked,
 }
 
+/// A call that waits until what it queued has been flushed to the socket (see
+/// [`Connection::poll_flushed`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushWait {
+    /// A flush: everything written on the stream so far.
+    Flush,
+    /// A close of the write direction: its data and its Close.
+    CloseWrite,
+    /// A close of the read direction: its CloseRead.
+    CloseRead,
+}
+
 /// Maps keyed by stream id. foldhash is several times faster than SipHash on these small keys;
 /// its random per-map seed keeps a peer, which picks the numbers of the streams it opens, from
 /// precomputing collisions (and the stream limit bounds every map anyway).

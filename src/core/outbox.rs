@@ -6,10 +6,13 @@
 //! stream's Close waits in its own queue behind its data.
 
 use super::{
-    Connection, Event,
-    stream::{Queued, StreamEntry},
+    Connection, Event, FlushWait,
+    stream::{Queued, RecvState, SendState, StreamEntry},
 };
-use crate::frame::{Frame, StreamId};
+use crate::{
+    error::StreamError,
+    frame::{Frame, Mode, StreamId},
+};
 
 impl Connection {
     /// The next frame to send.
@@ -23,6 +26,7 @@ impl Connection {
             }
             if let Some(entry) = self.streams.get_mut(&frame.stream_id()) {
                 entry.last_transmit_seq = self.transmitted_seq;
+                entry.last_control_transmit_seq = self.transmitted_seq;
             }
             return Some(frame);
         }
@@ -81,6 +85,66 @@ impl Connection {
                 && entry.last_control_seq <= self.control_transmitted_seq
                 && entry.last_transmit_seq <= self.flushed_seq
         })
+    }
+
+    /// Whether the stream's control frames (its NewStream, CloseRead, ...) have been flushed.
+    fn is_control_flushed(&self, entry: &StreamEntry) -> bool {
+        entry.last_control_seq <= self.control_transmitted_seq
+            && entry.last_control_transmit_seq <= self.flushed_seq
+    }
+
+    /// How a call waiting for the socket ends, if it does now: `None` while it still waits.
+    /// Every event that can change the answer wakes the waiting task (the async layer wakes a
+    /// stream's flush waiter on its [`Event::Readable`] and [`Event::Writable`], on every
+    /// flush, and on [`Event::ConnectionClosed`]):
+    ///
+    /// | waiting in | ends with `Ok` when | ends with an error when |
+    /// |---|---|---|
+    /// | [`FlushWait::Flush`] | everything written is flushed; after our close-write, also once the peer stopped reading | the stream is reset (`Reset`) or, before our close-write, the peer stopped reading (`Stopped`): unsent data is dropped; the connection ends first |
+    /// | [`FlushWait::CloseWrite`] | the Close is flushed, or the peer stopped reading (the direction is finished either way) | the stream is reset; the connection ends first |
+    /// | [`FlushWait::CloseRead`] | the CloseRead is flushed, the peer closed its write side (nothing more comes), or the mode is plain mplex (nothing is sent) | the stream is reset; the connection ends first |
+    ///
+    /// A peer's Close leaves a waiting flush or close-write as it is (it concerns the other
+    /// direction), and a peer's CloseRead a waiting close-read.
+    pub fn poll_flushed(&self, id: StreamId, wait: FlushWait) -> Option<Result<(), StreamError>> {
+        let Some(entry) = self.streams.get(&id) else {
+            return Some(Err(self.stale_stream_error()));
+        };
+        let flushed = match wait {
+            FlushWait::Flush => match entry.send {
+                SendState::Reset { code, by_peer } => {
+                    return Some(Err(StreamError::Reset { code, by_peer }));
+                }
+                SendState::Stopped { code } => return Some(Err(StreamError::Stopped { code })),
+                // After our close, nothing the peer will read is left once it stopped reading.
+                SendState::Closed if entry.peer_stopped => true,
+                SendState::Open | SendState::Closed => self.is_flushed(id),
+            },
+            FlushWait::CloseWrite => match entry.send {
+                SendState::Reset { code, by_peer } => {
+                    return Some(Err(StreamError::Reset { code, by_peer }));
+                }
+                SendState::Stopped { .. } => true,
+                SendState::Closed if entry.peer_stopped => true,
+                SendState::Open | SendState::Closed => self.is_flushed(id),
+            },
+            FlushWait::CloseRead => match entry.recv {
+                RecvState::Reset { code, by_peer } => {
+                    return Some(Err(StreamError::Reset { code, by_peer }));
+                }
+                _ => {
+                    self.mode == Mode::PlainMplex
+                        || entry.peer_closed
+                        || self.is_control_flushed(entry)
+                }
+            },
+        };
+        if flushed {
+            return Some(Ok(()));
+        }
+        self.closed
+            .as_ref()
+            .map(|e| Err(StreamError::Connection(e.clone())))
     }
 
     /// Queues a frame ahead of all stream data.

@@ -54,8 +54,14 @@ pub(crate) struct StreamEntry {
     pub(crate) scheduled: bool,
     /// Sequence number of the last control frame (NewStream, CloseRead, ...) queued for it.
     pub(crate) last_control_seq: u64,
-    /// Sequence number of the last frame of this stream handed to the socket.
+    /// Sequence number of the last frame of this stream handed to the socket, and of the last
+    /// of its control frames.
     pub(crate) last_transmit_seq: u64,
+    pub(crate) last_control_transmit_seq: u64,
+    /// The peer sent Close (whatever our receive direction was by then): it writes no more.
+    pub(crate) peer_closed: bool,
+    /// The peer sent CloseRead (whatever our send direction was by then): it reads no more.
+    pub(crate) peer_stopped: bool,
     /// Whether the peer knows of the stream: always for inbound streams; for a stream we open,
     /// once its NewStream is queued (with the stream's first frame, see `Connection::announce`).
     pub(crate) announced: bool,
@@ -75,6 +81,9 @@ impl StreamEntry {
             scheduled: false,
             last_control_seq: 0,
             last_transmit_seq: 0,
+            last_control_transmit_seq: 0,
+            peer_closed: false,
+            peer_stopped: false,
             announced,
         }
     }

@@ -36,11 +36,15 @@ use writer::FrameWriter;
 const MAX_ROUNDS_PER_POLL: usize = 64;
 
 /// The wakers of one stream: read and write kept apart so that the two halves of a split stream,
-/// polled from different tasks, never steal each other's wake-up.
+/// polled from different tasks, never steal each other's wake-up. `flush` is the task waiting
+/// in a flush, a close-write or a close-read (all on the write half, or on the whole stream).
 #[derive(Debug, Default)]
 struct StreamWakers {
     read: Option<Waker>,
     write: Option<Waker>,
+    flush: Option<Waker>,
+    /// Listed in [`Shared::flushing`].
+    flushing: bool,
 }
 
 /// State shared by the muxer and its streams, behind one short-held lock. Never held across I/O.
@@ -50,8 +54,8 @@ pub(crate) struct Shared {
     /// Spent buffers for the next writes and received bodies.
     pub(crate) pool: BufferPool,
     wakers: StreamMap<StreamWakers>,
-    /// Tasks waiting in a stream's flush (or close) for the socket flush.
-    flush_waiters: Vec<Waker>,
+    /// Streams whose `flush` waker waits for the socket flush (some may have been woken since).
+    flushing: Vec<StreamId>,
     /// Wakes the task that drives the connection (the one calling the `StreamMuxer` methods);
     /// `None` once the muxer is gone.
     driver: Option<Waker>,
@@ -69,25 +73,29 @@ impl Shared {
             core,
             pool: BufferPool::default(),
             wakers: StreamMap::default(),
-            flush_waiters: Vec::new(),
+            flushing: Vec::new(),
             driver: Some(driver),
             inbound: None,
             outbound: None,
         }
     }
 
-    /// Wakes whoever waits on what the core reported.
+    /// Wakes whoever waits on what the core reported. A stream's flush waiter is woken with its
+    /// reader and its writer: a reset, a stop or the peer's Close can decide how a flush or a
+    /// close ends (see `Connection::poll_flushed`).
     pub(crate) fn dispatch_events(&mut self) {
         while let Some(event) = self.core.poll_event() {
             match event {
                 Event::Readable(id) => {
-                    if let Some(w) = self.wakers.get_mut(&id).and_then(|w| w.read.take()) {
-                        w.wake();
+                    if let Some(w) = self.wakers.get_mut(&id) {
+                        wake(&mut w.read);
+                        wake(&mut w.flush);
                     }
                 }
                 Event::Writable(id) => {
-                    if let Some(w) = self.wakers.get_mut(&id).and_then(|w| w.write.take()) {
-                        w.wake();
+                    if let Some(w) = self.wakers.get_mut(&id) {
+                        wake(&mut w.write);
+                        wake(&mut w.flush);
                     }
                 }
                 Event::InboundReady => wake(&mut self.inbound),
@@ -96,10 +104,10 @@ impl Shared {
                     for wakers in self.wakers.values_mut() {
                         wake(&mut wakers.read);
                         wake(&mut wakers.write);
+                        wake(&mut wakers.flush);
+                        wakers.flushing = false;
                     }
-                    for w in self.flush_waiters.drain(..) {
-                        w.wake();
-                    }
+                    self.flushing.clear();
                     wake(&mut self.inbound);
                     wake(&mut self.outbound);
                     self.wake_driver();
@@ -116,14 +124,19 @@ impl Shared {
         store(&mut self.wakers.entry(id).or_default().write, waker);
     }
 
-    pub(crate) fn register_flush(&mut self, waker: &Waker) {
-        if !self.flush_waiters.iter().any(|w| w.will_wake(waker)) {
-            self.flush_waiters.push(waker.clone());
+    pub(crate) fn register_flush(&mut self, id: StreamId, waker: &Waker) {
+        let wakers = self.wakers.entry(id).or_default();
+        if !wakers.flushing {
+            wakers.flushing = true;
+            self.flushing.push(id);
         }
+        store(&mut wakers.flush, waker);
     }
 
     pub(crate) fn forget_stream(&mut self, id: StreamId) {
-        self.wakers.remove(&id);
+        if self.wakers.remove(&id).is_some_and(|w| w.flushing) {
+            self.flushing.retain(|f| *f != id);
+        }
     }
 
     /// Runs an application call on the core, then wakes whoever it concerns: the driver if the
@@ -155,8 +168,11 @@ impl Shared {
 
     pub(crate) fn on_flushed(&mut self, frames: u64) {
         self.core.on_flushed(frames);
-        for w in self.flush_waiters.drain(..) {
-            w.wake();
+        for id in self.flushing.drain(..) {
+            if let Some(w) = self.wakers.get_mut(&id) {
+                w.flushing = false;
+                wake(&mut w.flush);
+            }
         }
     }
 }
