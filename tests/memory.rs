@@ -116,3 +116,117 @@ async fn unread_streams_flooded_flat_out_hold_no_more_than_their_windows() {
     })
     .await;
 }
+
+/// A peer, played with raw frames over TCP on 127.0.0.1 (the kernel holds what is in flight,
+/// so the allocator counts only the process), opens `sizes.len()` streams and sends each its
+/// frames (of the given body sizes) while nobody reads. Returns the bytes the process allocated
+/// for them beyond what it held before the first frame, once every frame was handled.
+async fn held_for_unread(mode: Mode, config: Config, sizes: &[Vec<usize>]) -> usize {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut peer_writer = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (ours, _) = listener.accept().await.unwrap();
+    let ours = tokio_util::compat::TokioAsyncReadCompatExt::compat(ours);
+    let mut ours = drive(libp2p_mplex_halfclose::Muxer::new(ours, config, mode));
+    // The peer's bytes, made before counting: NewStream for each stream, then its frames, then
+    // one more NewStream whose arrival says that everything before it was handled.
+    let opens: Vec<u8> = (0..sizes.len() as u64)
+        .flat_map(|n| peer_frame(n, 0, b""))
+        .collect();
+    let mut flood = Vec::new();
+    for (n, frames) in sizes.iter().enumerate() {
+        for &len in frames {
+            flood.extend(peer_frame(n as u64, 2, &vec![0x5a; len]));
+        }
+    }
+    flood.extend(peer_frame(sizes.len() as u64, 0, b""));
+    use tokio::io::AsyncWriteExt as _;
+    peer_writer.write_all(&opens).await.unwrap();
+    let mut unread = Vec::new();
+    for _ in sizes {
+        unread.push(ours.accept().await);
+    }
+    counting::start();
+    let writer = tokio::spawn(async move {
+        peer_writer.write_all(&flood).await.unwrap();
+        // Kept, not freed, while the allocator counts.
+        (peer_writer, flood)
+    });
+    let marker = ours.accept().await;
+    let held = counting::held().max(0) as usize;
+    counting::stop();
+    let _peer = writer.await.unwrap();
+    drop((marker, unread));
+    held
+}
+
+/// Frames of `len` bytes filling `total` exactly (the last one shorter).
+fn frames_of(len: usize, total: usize) -> Vec<usize> {
+    let mut sizes = vec![len; total / len];
+    if !total.is_multiple_of(len) {
+        sizes.push(total % len);
+    }
+    sizes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_data_costs_its_bytes_whatever_the_frame_sizes() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let window = INITIAL_WINDOW as usize;
+    // The documented overhead of a stream with unread data: 1/128 of it in buffer bookkeeping,
+    // plus an 8 KiB gathering buffer; and a little for the connection (the tasks' wake-ups).
+    let bound = |data: usize, streams: usize| data + data / 128 + streams * 8 * 1024 + 16 * 1024;
+    let mut rng_state = 0x9e37_79b9_u64;
+    let mut random = |max: usize| {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        1 + (rng_state % max as u64) as usize
+    };
+    let mut random_sizes = Vec::new();
+    let mut left = window;
+    while left > 0 {
+        let len = random(70_000).min(left);
+        random_sizes.push(len);
+        left -= len;
+    }
+    let cases: Vec<(&str, Mode, Vec<Vec<usize>>)> = vec![
+        // 262,144 frames of one byte: each used to cost a buffer and a queue slot (8.6 MB).
+        ("1-byte frames", Mode::Extension, vec![vec![1; window]]),
+        // 65,537-byte bodies used to sit in 128 KiB buffers (1.75x the window).
+        (
+            "65,537-byte frames, 16 streams",
+            Mode::Extension,
+            vec![frames_of(65_537, window); 16],
+        ),
+        ("random sizes", Mode::Extension, vec![random_sizes]),
+        // Alternating tiny and large frames: the most buffers per byte that gathering leaves.
+        (
+            "1 byte and 16 KiB, alternating",
+            Mode::Extension,
+            vec![
+                std::iter::repeat([1, 16 * 1024])
+                    .flatten()
+                    .take(2 * (window / (16 * 1024 + 1)))
+                    .collect(),
+            ],
+        ),
+        // Plain mplex has no window: 1 MiB frames up to its per-stream limit of 32 frames.
+        ("1 MiB frames", Mode::PlainMplex, vec![vec![1 << 20; 8]]),
+        (
+            "65,537-byte frames",
+            Mode::PlainMplex,
+            vec![vec![65_537; 30]],
+        ),
+    ];
+    for (name, mode, sizes) in cases {
+        let data: usize = sizes.iter().flatten().sum();
+        let held = within(held_for_unread(mode, Config::default(), &sizes)).await;
+        println!("{name} ({mode:?}): {data} bytes unread, {held} bytes held");
+        assert!(
+            held <= bound(data, sizes.len()),
+            "{name}: {held} bytes held for {data} bytes of data"
+        );
+    }
+}

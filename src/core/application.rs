@@ -47,7 +47,7 @@ impl Connection {
     pub fn read(&mut self, id: StreamId, max: usize) -> Result<ReadOutcome, StreamError> {
         let max = max.max(1);
         self.read_with(id, |entry| {
-            entry.take(max).map(|chunk| {
+            entry.received.take(max).map(|chunk| {
                 let len = chunk.len();
                 (chunk, len)
             })
@@ -70,7 +70,7 @@ impl Connection {
             return Ok(ReadOutcome::Data(0));
         }
         self.read_with(id, |entry| {
-            let len = entry.take_into(buf, spent);
+            let len = entry.received.take_into(buf, spent);
             (len > 0).then_some((len, len))
         })
     }
@@ -96,6 +96,7 @@ impl Connection {
             return Ok(ReadOutcome::Eof);
         }
         // Data that arrived before the connection ended is still delivered.
+        let held_before = entry.received.held();
         let Some((data, len)) = take(entry) else {
             return match recv {
                 RecvState::Open if connection_open => {
@@ -108,7 +109,9 @@ impl Connection {
                 _ => Ok(ReadOutcome::Eof),
             };
         };
-        let len = len as u64;
+        // Credit goes back for the memory released, not for the bytes read: the read part of
+        // a buffer stays held until all of it is read (see `recv_buffer`).
+        let released = (held_before - entry.received.held()) as u64;
         let grant = if mode == Mode::Extension && recv == RecvState::Open && connection_open {
             let budget = self
                 .config
@@ -116,11 +119,11 @@ impl Connection {
                 .saturating_sub(self.window_total);
             entry
                 .recv_window
-                .on_consumed(len, self.config.max_stream_window, budget, now)
+                .on_consumed(released, self.config.max_stream_window, budget, now)
         } else {
             None
         };
-        self.buffered_total -= len;
+        self.buffered_total -= len as u64;
         if let Some(grant) = grant {
             if grant.growth > 0 {
                 tracing::debug!(stream = %id, growth = grant.growth, "receive window grows");
@@ -236,7 +239,7 @@ impl Connection {
         }
         tracing::trace!(stream = %id, code, "closed for reading");
         entry.recv = RecvState::Stopped;
-        let freed = entry.discard_buffer() as u64;
+        let freed = entry.received.discard() as u64;
         self.buffered_total -= freed;
         if mode == Mode::Extension && recv == RecvState::Open {
             self.announce(id);

@@ -86,11 +86,10 @@ impl Connection {
             tracing::trace!(stream = %id, "discarding data for unknown stream");
             return Ok(());
         };
-        if entry.recv != RecvState::Open {
-            tracing::trace!(stream = %id, "discarding data for a stream that no longer reads");
-            return Ok(());
-        }
         let len = data.len() as u64;
+        // Credit is checked whatever the receive direction's state: a peer never has more
+        // than was granted, also after our close-read, its own Close or a reset (PROTOCOL.md,
+        // sections 5 and 7). Data the stream no longer reads is then discarded.
         if mode == Mode::Extension {
             entry.recv_window.on_data(len, now).map_err(|credit| {
                 ProtocolViolation::CreditExceeded {
@@ -100,14 +99,18 @@ impl Connection {
                 }
             })?;
         }
+        if entry.recv != RecvState::Open {
+            tracing::trace!(stream = %id, "discarding data for a stream that no longer reads");
+            return Ok(());
+        }
         if data.is_empty() {
             return Ok(());
         }
-        entry.push(data);
+        entry.received.push(data, mode == Mode::Extension);
         self.buffered_total += len;
         self.events.push_back(Event::Readable(id));
         if mode == Mode::PlainMplex {
-            let over_stream = entry.recv_buf.len() > self.config.max_buffer_len;
+            let over_stream = entry.received.frames() > self.config.max_buffer_len;
             let over_connection = self.buffered_total > self.config.max_connection_buffer;
             if over_stream || over_connection {
                 match self.config.max_buffer_behaviour {

@@ -11,6 +11,7 @@ mod application;
 mod flow;
 mod incoming;
 mod outbox;
+mod recv_buffer;
 mod stream;
 
 use std::{
@@ -259,7 +260,7 @@ impl Connection {
 
     /// Releases the connection-wide accounting of a stream leaving the map.
     fn forget(&mut self, id: StreamId, entry: &StreamEntry) {
-        self.buffered_total -= entry.buffered as u64;
+        self.buffered_total -= entry.received.unread() as u64;
         if self.mode == Mode::Extension {
             self.window_total -= entry.recv_window.size();
         }
@@ -283,7 +284,7 @@ impl Connection {
         // A peer that closed its write side before resetting has sent all its data: keep it.
         if !(by_peer && entry.recv == RecvState::Finished) {
             entry.recv = RecvState::Reset { code, by_peer };
-            let freed = entry.discard_buffer() as u64;
+            let freed = entry.received.discard() as u64;
             self.buffered_total -= freed;
             self.resume_reading_if_drained();
         }
@@ -305,7 +306,7 @@ impl Connection {
         let Some(id) = self.blocking_stream else {
             return;
         };
-        let frames = self.streams.get(&id).map_or(0, |e| e.recv_buf.len());
+        let frames = self.streams.get(&id).map_or(0, |e| e.received.frames());
         if frames <= self.config.max_buffer_len
             && self.buffered_total <= self.config.max_connection_buffer
         {

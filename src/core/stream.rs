@@ -4,7 +4,10 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-use super::flow::{INITIAL_WINDOW, RecvWindow};
+use super::{
+    flow::{INITIAL_WINDOW, RecvWindow},
+    recv_buffer::RecvBuffer,
+};
 
 /// Our sending direction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,12 +41,8 @@ pub(crate) enum RecvState {
 pub(crate) struct StreamEntry {
     pub(crate) send: SendState,
     pub(crate) recv: RecvState,
-    /// Received data, in order, unread but for the first `front_read` bytes of the first
-    /// buffer. A buffer leaves whole once read to its end (never split), for reuse.
-    pub(crate) recv_buf: VecDeque<Bytes>,
-    pub(crate) front_read: usize,
-    /// Unread bytes in `recv_buf`.
-    pub(crate) buffered: usize,
+    /// Received data not yet read.
+    pub(crate) received: RecvBuffer,
     /// Extension mode: the credit we granted the peer.
     pub(crate) recv_window: RecvWindow,
     /// Extension mode: the credit the peer granted us.
@@ -72,9 +71,7 @@ impl StreamEntry {
         Self {
             send: SendState::Open,
             recv: RecvState::Open,
-            recv_buf: VecDeque::new(),
-            front_read: 0,
-            buffered: 0,
+            received: RecvBuffer::default(),
             recv_window: RecvWindow::new(),
             send_credit: INITIAL_WINDOW,
             send_queue: SendQueue::default(),
@@ -86,61 +83,6 @@ impl StreamEntry {
             peer_stopped: false,
             announced,
         }
-    }
-
-    /// Drops all unread data; returns how many bytes were freed.
-    pub(crate) fn discard_buffer(&mut self) -> usize {
-        self.recv_buf.clear();
-        self.front_read = 0;
-        std::mem::take(&mut self.buffered)
-    }
-
-    /// Takes up to `max` bytes from the front of the receive buffer, without copying.
-    pub(crate) fn take(&mut self, max: usize) -> Option<Bytes> {
-        let front = self.recv_buf.front()?;
-        let start = self.front_read;
-        let chunk = if front.len() - start <= max {
-            self.front_read = 0;
-            let front = self.recv_buf.pop_front()?;
-            if start == 0 {
-                front
-            } else {
-                front.slice(start..)
-            }
-        } else {
-            self.front_read += max;
-            front.slice(start..start + max)
-        };
-        self.buffered -= chunk.len();
-        Some(chunk)
-    }
-
-    /// Copies unread data into `buf`, across buffers, and hands each buffer read to its end to
-    /// `spent`. Returns how many bytes were copied.
-    pub(crate) fn take_into(&mut self, buf: &mut [u8], mut spent: impl FnMut(Bytes)) -> usize {
-        let mut copied = 0;
-        while copied < buf.len() {
-            let Some(front) = self.recv_buf.front() else {
-                break;
-            };
-            let unread = &front[self.front_read..];
-            let n = unread.len().min(buf.len() - copied);
-            buf[copied..copied + n].copy_from_slice(&unread[..n]);
-            copied += n;
-            if n == unread.len() {
-                self.front_read = 0;
-                spent(self.recv_buf.pop_front().expect("front exists"));
-            } else {
-                self.front_read += n;
-            }
-        }
-        self.buffered -= copied;
-        copied
-    }
-
-    pub(crate) fn push(&mut self, data: Bytes) {
-        self.buffered += data.len();
-        self.recv_buf.push_back(data);
     }
 }
 

@@ -48,6 +48,7 @@ impl<C: AsyncWrite + Unpin> Io<C> {
         for spent in self.writer.take_spent() {
             shared.pool.recycle(spent);
         }
+        let was_reading = shared.core.wants_frames();
         let mut any = false;
         while self.writer.has_room() {
             let Some(frame) = shared.core.poll_transmit() else {
@@ -60,6 +61,11 @@ impl<C: AsyncWrite + Unpin> Io<C> {
         if any {
             self.writer.mark(shared.core.transmitted());
             shared.dispatch_events();
+            // Answers to the peer that left the queue may let the connection read again
+            // (`Connection::wants_frames`): the driver reads, whichever task sent them.
+            if !was_reading && shared.core.wants_frames() {
+                shared.wake_driver();
+            }
         }
         any
     }

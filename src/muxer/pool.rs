@@ -8,9 +8,10 @@
 //! is done instead of splitting it), so a buffer comes back with its contents: reading a frame
 //! into it again needs no zeroing pass, only the socket's copy.
 //!
-//! A buffer is reused only for data of nearly its size (at most a quarter more), so that data
-//! held in it (unread data of a stream, say) never keeps a much larger buffer alive: what the
-//! windows and buffer limits count is what is held.
+//! A buffer is reused for received data only if it is exactly the data's size, so that unread
+//! data of a stream never keeps a larger buffer alive: what the windows and buffer limits count
+//! is what is held. The copy of a write, which leaves as soon as the socket takes it, may take a
+//! buffer up to a quarter larger.
 
 use bytes::{Bytes, BytesMut};
 
@@ -32,12 +33,22 @@ pub(crate) struct BufferPool {
 }
 
 impl BufferPool {
-    /// A copy of `data`.
+    /// A copy of `data` (written data, on its way to the socket), in a buffer up to a quarter
+    /// larger.
     pub(crate) fn copy(&mut self, data: &[u8]) -> Bytes {
+        self.copy_with_slack(data, data.len() / 4)
+    }
+
+    /// A copy of `data` (received data) in a buffer of exactly its size.
+    pub(crate) fn copy_exact(&mut self, data: &[u8]) -> Bytes {
+        self.copy_with_slack(data, 0)
+    }
+
+    fn copy_with_slack(&mut self, data: &[u8], slack: usize) -> Bytes {
         if data.len() < MIN_POOLED {
             return Bytes::copy_from_slice(data);
         }
-        let Some(mut buf) = self.take_fitting(data.len()) else {
+        let Some(mut buf) = self.take_fitting(data.len(), slack) else {
             return Bytes::copy_from_slice(data);
         };
         buf.clear();
@@ -45,9 +56,9 @@ impl BufferPool {
         buf.freeze()
     }
 
-    /// A buffer of `len` bytes, to be overwritten: zeroes, or what a reused buffer held.
+    /// A buffer of exactly `len` bytes, to be overwritten: zeroes, or what a reused buffer held.
     pub(crate) fn filled(&mut self, len: usize) -> BytesMut {
-        let Some(mut buf) = self.take_fitting(len) else {
+        let Some(mut buf) = self.take_fitting(len, 0) else {
             return BytesMut::zeroed(len);
         };
         // Only bytes beyond what the buffer held before need zeroing.
@@ -59,12 +70,12 @@ impl BufferPool {
         buf
     }
 
-    /// A kept buffer with room for `len` bytes and at most a quarter more.
-    fn take_fitting(&mut self, len: usize) -> Option<BytesMut> {
+    /// A kept buffer with room for `len` bytes and at most `slack` more.
+    fn take_fitting(&mut self, len: usize, slack: usize) -> Option<BytesMut> {
         let i = self
             .free
             .iter()
-            .position(|b| b.capacity() >= len && b.capacity() - len <= len / 4)?;
+            .position(|b| b.capacity() >= len && b.capacity() - len <= slack)?;
         let buf = self.free.swap_remove(i);
         self.bytes -= buf.capacity();
         Some(buf)
@@ -118,19 +129,28 @@ mod tests {
         let frame = pool.copy(&[7u8; 64 * 1024]);
         let address = frame.as_ptr();
         pool.recycle(frame);
+        // A write of 60 KiB may take it (a quarter larger at most)...
+        let write = pool.copy(&[7u8; 60 * 1024]);
+        assert_eq!(write.as_ptr(), address);
+        pool.recycle(write);
+        // ...received data only a buffer of exactly its size.
         let smaller = pool.filled(60 * 1024);
-        assert_eq!(smaller.as_ptr(), address);
-        // Not zeroed: the socket overwrites it anyway.
-        assert!(smaller.iter().all(|&b| b == 7));
-        pool.recycle(smaller.freeze());
-        // Only what lies beyond the old contents is zeroed.
-        let larger = pool.filled(64 * 1024);
-        assert_eq!(larger.as_ptr(), address);
-        assert!(larger[..60 * 1024].iter().all(|&b| b == 7));
-        assert!(larger[60 * 1024..].iter().all(|&b| b == 0));
-        pool.recycle(larger.freeze());
+        assert_ne!(smaller.as_ptr(), address);
+        assert_eq!(smaller.capacity(), 60 * 1024);
+        let exact = pool.filled(64 * 1024);
+        assert_eq!(exact.as_ptr(), address);
+        // Not zeroed where it held the write: the socket overwrites it anyway. Only what lies
+        // beyond the old contents is zeroed.
+        assert!(exact[..60 * 1024].iter().all(|&b| b == 7));
+        assert!(exact[60 * 1024..].iter().all(|&b| b == 0));
+        pool.recycle(exact.freeze());
         // A copy holds exactly the data copied.
-        assert_eq!(&pool.copy(&[1u8; 64 * 1024])[..], &[1u8; 64 * 1024][..]);
+        let copy = pool.copy(&[1u8; 64 * 1024]);
+        assert_eq!(&copy[..], &[1u8; 64 * 1024][..]);
+        pool.recycle(copy);
+        let received = pool.copy_exact(&[2u8; 64 * 1024]);
+        assert_eq!(received.as_ptr(), address);
+        assert_eq!(&received[..], &[2u8; 64 * 1024][..]);
     }
 
     #[test]

@@ -1,12 +1,14 @@
 //! [`FrameReader`]: frames from the socket, each in memory of exactly its own size.
 //!
 //! Bytes are read into one fixed buffer that is reused for the life of the connection. A frame
-//! that arrives whole in it is copied out into a buffer of its own, so that unread data of one
-//! stream never keeps a larger block alive (the windows and buffer limits count exactly what is
-//! held). The body of a large frame is read straight into its own buffer instead: after such a
-//! frame the next read asks only for a head, so that large bodies skip the fixed buffer.
-//! A body buffer grows as the body arrives, at most 64 KiB ahead of it, never on the peer's
-//! word alone.
+//! that arrives whole in it is copied out into a buffer of its own, of exactly its size, so that
+//! unread data of one stream never keeps a larger block alive (the windows and buffer limits
+//! count bytes, and a stream's buffer holds those bytes and no spare room: see
+//! `core::recv_buffer`). The body of a large frame is read straight into its own buffer
+//! instead: after such a frame the next read asks only for a head, so that large bodies skip
+//! the fixed buffer. A body buffer grows as the body arrives, never on the peer's word alone
+//! (at most 64 KiB, or as much again as arrived, ahead of it), and ends exactly the body's
+//! size: a 65,537-byte body is held in 65,537 bytes, not in a doubled 128 KiB.
 
 use std::{
     io,
@@ -14,7 +16,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use futures::AsyncRead;
 
 use super::pool::BufferPool;
@@ -31,8 +33,8 @@ const DIRECT_BODY: usize = 16 * 1024;
 /// A read that asks for the head of a frame after a large one (two varints fit in 20 bytes;
 /// the rest starts the body).
 const HEAD_READ: usize = 64;
-/// How much a direct body buffer grows at a time: it is never more than this ahead of the body
-/// that arrived.
+/// The first size of a direct body buffer, and its least growth: it is never more than this, or
+/// than what arrived, ahead of the body.
 const BODY_STEP: usize = 64 * 1024;
 
 /// A large frame whose body is being read into its own buffer.
@@ -40,7 +42,8 @@ const BODY_STEP: usize = 64 * 1024;
 struct PendingBody {
     head: FrameHead,
     /// Initialised up to its length (bytes of an earlier use, or zeros); filled up to `filled`.
-    body: BytesMut,
+    /// Its capacity is its length: it ends exactly the body's size.
+    body: Vec<u8>,
     filled: usize,
 }
 
@@ -82,7 +85,8 @@ impl FrameReader {
             }
             let PendingBody { head, body, .. } = self.pending.take().expect("checked above");
             self.head_reads = true;
-            return self.codec.decode_body(head, body.freeze()).map(Some);
+            debug_assert_eq!(body.capacity(), head.body_len, "exactly the body's size");
+            return self.codec.decode_body(head, Bytes::from(body)).map(Some);
         }
         let available = &self.buf[self.start..self.end];
         let Some(head) = self.codec.decode_head(available)? else {
@@ -90,7 +94,7 @@ impl FrameReader {
         };
         if available.len() >= head.frame_len() {
             let body = &available[head.head_len..head.frame_len()];
-            let body = pool.copy(body);
+            let body = pool.copy_exact(body);
             self.start += head.frame_len();
             self.head_reads = false;
             return self.codec.decode_body(head, body).map(Some);
@@ -100,7 +104,7 @@ impl FrameReader {
             self.head_reads = false;
         } else {
             let arrived = &available[head.head_len..];
-            let mut body = pool.filled(head.body_len.min(BODY_STEP));
+            let mut body = Vec::from(pool.filled(head.body_len.min(BODY_STEP)));
             body[..arrived.len()].copy_from_slice(arrived);
             self.pending = Some(PendingBody {
                 head,
@@ -125,7 +129,11 @@ impl FrameReader {
         let target = match &mut self.pending {
             Some(pending) => {
                 if pending.filled == pending.body.len() {
-                    let step = (pending.head.body_len - pending.filled).min(BODY_STEP);
+                    // Grow by as much as arrived (at least 64 KiB): few reallocations, and the
+                    // last one ends at the body's size.
+                    let step = pending.filled.max(BODY_STEP);
+                    let step = (pending.head.body_len - pending.filled).min(step);
+                    pending.body.reserve_exact(step);
                     pending.body.resize(pending.filled + step, 0);
                 }
                 &mut pending.body[pending.filled..]

@@ -156,3 +156,37 @@ fn close_waits_behind_the_stream_data_but_not_behind_other_streams() {
         .unwrap();
     assert!(data_at < close_at);
 }
+
+#[test]
+fn credit_comes_back_for_memory_released_not_for_bytes_read() {
+    // One frame fills the whole window; reading most of it releases nothing (the frame's
+    // buffer stays allocated until all of it is read), so no credit may go back yet: the
+    // sender would fill a second window beside the first.
+    let mut config = Config::default();
+    config.set_split_send_size(INITIAL_WINDOW as usize);
+    let mut p = Pair::with_config(Mode::Extension, config);
+    let (a, b) = p.open();
+    write_all(&mut p.a, a, &vec![3u8; INITIAL_WINDOW as usize]);
+    p.deliver();
+    let mut buf = vec![0u8; INITIAL_WINDOW as usize - 1];
+    assert_eq!(
+        p.b.read_into(b, &mut buf, drop).unwrap(),
+        ReadOutcome::Data(buf.len())
+    );
+    p.deliver();
+    assert_eq!(
+        p.a.write(a, b"x").unwrap(),
+        WriteOutcome::Blocked,
+        "no credit while the frame is held"
+    );
+    // The last byte releases the frame: the whole window comes back.
+    assert_eq!(
+        p.b.read_into(b, &mut buf, drop).unwrap(),
+        ReadOutcome::Data(1)
+    );
+    p.deliver();
+    assert_eq!(
+        p.a.write(a, &buf).unwrap(),
+        WriteOutcome::Written(buf.len())
+    );
+}
