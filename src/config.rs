@@ -50,6 +50,26 @@ pub enum MaxBufferBehaviour {
 /// # let _ = transport;
 /// ```
 ///
+/// # Memory
+///
+/// What one connection may hold, whatever the peer does, with the defaults in brackets. Every
+/// figure counts bytes allocated (as a counting allocator sees them), not only payload;
+/// `tests/memory.rs` measures them.
+///
+/// | what | bound |
+/// |---|---|
+/// | unread data, extension mode | each stream its window (256 KiB, growing up to [`set_max_stream_window`](Config::set_max_stream_window) while the sum of windows fits in [`set_max_connection_buffer`](Config::set_max_connection_buffer)): `max(budget, streams × 256 KiB)` in all, plus 1/128 of it and 8 KiB per stream with unread data, however the peer cuts its frames |
+/// | unread data, plain mplex | [`set_max_buffer_size`](Config::set_max_buffer_size) frames per stream and the connection budget, each exceeded by at most one frame before [`MaxBufferBehaviour`] applies |
+/// | a frame being read | its body (at most 1 MiB), grown as it arrives, beside a 64 KiB read buffer |
+/// | written data | [`set_send_buffer_size`](Config::set_send_buffer_size) (128 KiB) plus one frame (at most [`set_split_send_size`](Config::set_split_send_size), 64 KiB) per stream, dropped streams included until their data is sent; beside it, 256 KiB being written to the socket. Then writers wait, and opening waits at the stream limit |
+/// | answers to the peer (Reset, Close, CloseRead, WindowUpdate) | reading stops while more than `1024 + 4 × streams` control frames wait to be sent |
+/// | streams | [`set_max_num_streams`](Config::set_max_num_streams) (128), each under 1 KiB of state when idle |
+///
+/// With the defaults, a peer that never reads, facing an application that writes flat out,
+/// leaves at most about 8.5 MiB of written data on one connection; a peer that writes flat out
+/// to streams nobody reads fills their 256 KiB windows (32 MiB for 128 streams), and never more
+/// than the 64 MiB budget of windows plus 1.5 MiB however they grew.
+///
 /// # Errors
 ///
 /// The setters never fail; out-of-range values are clamped, as each setter says. The upgrade
@@ -93,8 +113,12 @@ impl Config {
     }
 
     /// The most streams, inbound and outbound together, open at once on one connection
-    /// (default 128, as libp2p-mplex). Beyond it, inbound streams are reset and `poll_outbound`
-    /// waits for a stream to end. A peer that keeps opening streams we refuse is cut off.
+    /// (default 128, as libp2p-mplex). A dropped stream counts until its last frames have been
+    /// handed to the socket. Beyond it, inbound streams are reset (code 0) and `poll_outbound`
+    /// waits for a stream to end. A peer that opens more than `max(256, limit)` streams in a row
+    /// that we refuse is cut off ([`ProtocolViolation::TooManyRefusedStreams`]).
+    ///
+    /// [`ProtocolViolation::TooManyRefusedStreams`]: crate::ProtocolViolation::TooManyRefusedStreams
     pub fn set_max_num_streams(&mut self, max: usize) -> &mut Self {
         self.max_num_streams = max.max(1);
         self
@@ -150,8 +174,11 @@ impl Config {
     }
 
     /// How many bytes of written data may wait in the muxer for their turn at the socket before
-    /// writers wait (default 128 KiB per connection; each stream may always queue one frame).
-    /// Beside it, up to 256 KiB of encoded frames are being written to the socket. More keeps
+    /// writers wait (default 128 KiB per connection). Each stream may always queue one frame, so
+    /// that streams writing flat out cannot shut another one out: the bound is this plus one
+    /// frame per stream, a dropped stream counting (and keeping its slot under the stream
+    /// limit) until its data is sent. Beside it, up to 256 KiB of encoded frames are being
+    /// written to the socket. More keeps
     /// data longer away from the socket and out of cache (256 KiB: a single stream on a memory
     /// pipe about 15 % slower); less means more task switches per byte.
     pub fn set_send_buffer_size(&mut self, bytes: usize) -> &mut Self {

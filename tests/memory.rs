@@ -230,3 +230,66 @@ async fn unread_data_costs_its_bytes_whatever_the_frame_sizes() {
         );
     }
 }
+
+#[tokio::test]
+async fn write_then_drop_against_a_peer_that_never_reads_waits_within_the_send_bound() {
+    use futures::task::{Context, noop_waker_ref};
+    use libp2p_core::muxing::StreamMuxerExt;
+    use std::task::Poll;
+
+    let _serial = ONE_AT_A_TIME.lock().await;
+    for mode in both_modes() {
+        let config = Config::default();
+        // The documented bound (`Config::set_send_buffer_size`): the send buffer plus one frame
+        // per stream, beside the 256 KiB being written to the socket; here also the pipe's own
+        // 64 KiB and each stream's state (under 1 KiB, see the test above).
+        let (streams, frame) = (128, 64 * 1024);
+        let send_bound = 128 * 1024 + streams * frame + 256 * 1024 + frame;
+        let bound = send_bound + 64 * 1024 + streams * 1024;
+        let (ours, _peer_never_reads) = tokio::io::duplex(64 * 1024);
+        let ours = tokio_util::compat::TokioAsyncReadCompatExt::compat(ours);
+        let mut muxer = libp2p_mplex_halfclose::Muxer::new(ours, config, mode);
+        let mut cx = Context::from_waker(noop_waker_ref());
+        let chunk = vec![7u8; frame];
+        counting::start();
+        let mut opened = 0;
+        // 1,000 times: open a stream, write 64 KiB, drop it. All of it used to be held.
+        let waited = loop {
+            if opened == 1000 {
+                break false;
+            }
+            // Drive the connection: everything that can reach the pipe does.
+            for _ in 0..4 {
+                assert!(
+                    muxer.poll_unpin(&mut cx).is_pending(),
+                    "the connection fails"
+                );
+            }
+            let mut stream = match muxer.poll_outbound_unpin(&mut cx) {
+                Poll::Ready(stream) => stream.expect("open"),
+                Poll::Pending => break true,
+            };
+            let written = std::future::Future::poll(std::pin::pin!(stream.write(&chunk)), &mut cx);
+            assert!(
+                matches!(written, Poll::Ready(Ok(n)) if n == frame),
+                "a new stream may always queue one frame: {written:?}"
+            );
+            drop(stream);
+            opened += 1;
+        };
+        let peak = counting::peak().max(0) as usize;
+        counting::stop();
+        println!("{mode:?}: {opened} streams opened before opening waited; peak {peak} bytes");
+        assert!(
+            waited,
+            "{mode:?}: 1,000 streams of 64 KiB taken by a peer that reads nothing"
+        );
+        // At the stream limit, plus the few whose data went into the writer and the pipe.
+        let in_flight = (256 + 64) * 1024 / frame + 1;
+        assert!(
+            opened <= streams + in_flight,
+            "{mode:?}: {opened} dropped streams, beyond the stream limit"
+        );
+        assert!(peak <= bound, "{mode:?}: peak {peak} bytes, bound {bound}");
+    }
+}

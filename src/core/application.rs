@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use super::{
     Connection, Event, ReadOutcome, WriteOutcome,
-    stream::{RecvState, SendState, StreamEntry},
+    stream::{QueueEnd, RecvState, SendState, StreamEntry},
 };
 use crate::{
     error::{ConnectionError, StreamError},
@@ -212,7 +212,7 @@ impl Connection {
                 tracing::trace!(stream = %id, "closed for writing");
                 entry.send = SendState::Closed;
                 self.announce(id);
-                self.queue_close(id);
+                self.queue_end(id, QueueEnd::Close);
                 Ok(())
             }
             SendState::Closed | SendState::Stopped { .. } => Ok(()),
@@ -268,46 +268,78 @@ impl Connection {
     }
 
     /// The application no longer holds the stream: tell the peer what it needs to know (see the
-    /// drop rules in the crate docs) and forget the stream.
+    /// drop rules in the crate docs), behind what was written before the drop.
+    ///
+    /// The stream is forgotten once it has nothing left to hand to the socket. Until then it
+    /// stays, and keeps its slot under the stream limit, so that a peer that does not read
+    /// cannot make us hold the data of ever more dropped streams: opening waits instead.
     pub fn drop_stream(&mut self, id: StreamId) {
-        let Some(mut entry) = self.streams.remove(&id) else {
+        let mode = self.mode;
+        let connection_open = self.closed.is_none();
+        let Some(entry) = self.streams.get_mut(&id) else {
             return;
         };
-        self.forget(id, &entry);
-        if self.closed.is_some() || !entry.announced {
-            self.outbox_data -= entry.send_queue.discard_data();
+        entry.dropped = true;
+        // Nobody reads it any more.
+        self.buffered_total -= entry.received.discard() as u64;
+        let (send, recv, announced) = (entry.send, entry.recv, entry.announced);
+        if matches!(recv, RecvState::Open | RecvState::Finished) {
+            entry.recv = RecvState::Stopped;
+        }
+        if !connection_open || !announced {
+            // The peer never heard of it, or nothing will be sent any more.
+            let dropped = entry.send_queue.discard_all();
+            self.release_data(dropped);
+            let entry = self.streams.remove(&id).expect("looked up above");
+            self.forget(id, &entry);
             return;
         }
-        // What was written before the drop still goes out, before anything the drop adds.
-        self.flush_queue_of_dropped(id, &mut entry);
-        if matches!(entry.send, SendState::Reset { .. }) {
-            return;
-        }
-        let (send, recv) = (entry.send, entry.recv);
         let write_open = send == SendState::Open;
-        let read_open = match (self.mode, recv) {
+        let read_open = match (mode, recv) {
             (_, RecvState::Open) => true,
             // Plain mplex could not tell the peer we stopped reading, so it still sends.
             (Mode::PlainMplex, RecvState::Stopped) => true,
             _ => false,
         };
-        let frame = match (write_open, read_open) {
-            (true, true) => Frame::Reset { id, code: 0 },
-            (true, false) => Frame::Close { id },
-            (false, true) => match self.mode {
-                Mode::Extension => Frame::CloseRead { id, code: 0 },
-                Mode::PlainMplex => Frame::Reset { id, code: 0 },
-            },
-            (false, false) => {
+        match (send, write_open, read_open) {
+            (SendState::Reset { .. }, ..) | (_, false, false) => {
                 tracing::trace!(stream = %id, "dropped, both directions finished");
-                return;
             }
-        };
-        match frame {
-            Frame::Close { .. } => tracing::trace!(stream = %id, "dropped: closing for writing"),
-            _ => tracing::debug!(stream = %id, ?frame, "dropped with a direction open"),
+            (_, true, true) => {
+                tracing::debug!(stream = %id, "dropped with both directions open: reset");
+                self.set_send(
+                    id,
+                    SendState::Reset {
+                        code: 0,
+                        by_peer: false,
+                    },
+                );
+                self.queue_end(id, QueueEnd::Reset);
+            }
+            (_, true, false) => {
+                tracing::trace!(stream = %id, "dropped: closing for writing");
+                self.set_send(id, SendState::Closed);
+                self.queue_end(id, QueueEnd::Close);
+            }
+            (_, false, true) => match mode {
+                Mode::Extension => {
+                    tracing::debug!(stream = %id, "dropped with the read direction open: close-read");
+                    self.queue_control(Frame::CloseRead { id, code: 0 });
+                }
+                Mode::PlainMplex => {
+                    // Behind our Close if it still waits: the peer keeps what we wrote.
+                    tracing::debug!(stream = %id, "dropped with the read direction open: reset");
+                    self.queue_end(id, QueueEnd::Reset);
+                }
+            },
         }
-        self.queue_control(frame);
+        self.forget_if_drained(id);
+    }
+
+    fn set_send(&mut self, id: StreamId, state: SendState) {
+        if let Some(entry) = self.streams.get_mut(&id) {
+            entry.send = state;
+        }
     }
 
     /// Ends the connection: every stream fails with `error` from now on.

@@ -4,7 +4,7 @@ use bytes::Bytes;
 
 use super::{
     Connection, Event, MAX_CREDIT, MIN_REFUSED_STREAMS_LIMIT, StreamMap,
-    stream::{RecvState, SendState, StreamEntry},
+    stream::{QueueEnd, RecvState, SendState, StreamEntry},
 };
 use crate::{
     config::MaxBufferBehaviour,
@@ -162,15 +162,15 @@ impl Connection {
             SendState::Open => {
                 tracing::debug!(stream = %id, code, "peer stopped reading");
                 entry.send = SendState::Stopped { code };
-                // Unsent data is dropped: the peer would discard it. Answer with our Close so
-                // the peer learns the direction is finished.
-                self.discard_unsent(id);
-                self.queue_close(id);
+                // Answer with our Close so the peer learns the direction is finished. Unsent
+                // data is dropped: the peer would discard it.
+                self.queue_end(id, QueueEnd::Close);
+                self.discard_unsent(id, false);
             }
             SendState::Closed => {
                 // Our Close is on its way; the data still queued before it would be discarded.
                 tracing::debug!(stream = %id, code, "peer stopped reading after our close");
-                self.discard_unsent(id);
+                self.discard_unsent(id, false);
             }
             SendState::Stopped { .. } | SendState::Reset { .. } => return,
         }

@@ -171,7 +171,8 @@ impl Connection {
         self.mode
     }
 
-    /// How many streams exist (open, half-closed, or reset but not yet dropped).
+    /// How many streams exist: open, half-closed, reset but not yet dropped, or dropped with
+    /// frames still to hand to the socket. This is what the stream limit counts.
     pub fn num_streams(&self) -> usize {
         self.streams.len()
     }
@@ -288,7 +289,7 @@ impl Connection {
             self.buffered_total -= freed;
             self.resume_reading_if_drained();
         }
-        self.discard_unsent(id);
+        self.discard_unsent(id, true);
         self.events.push_back(Event::Readable(id));
         self.events.push_back(Event::Writable(id));
         if !by_peer && announced {

@@ -7,7 +7,7 @@
 
 use super::{
     Connection, Event, FlushWait,
-    stream::{Queued, RecvState, SendState, StreamEntry},
+    stream::{QueueEnd, Queued, RecvState, SendState, StreamEntry},
 };
 use crate::{
     error::StreamError,
@@ -24,9 +24,11 @@ impl Connection {
                 Frame::Data { data, .. } => self.release_data(data.len()),
                 _ => self.control_frames -= 1,
             }
-            if let Some(entry) = self.streams.get_mut(&frame.stream_id()) {
+            let id = frame.stream_id();
+            if let Some(entry) = self.streams.get_mut(&id) {
                 entry.last_transmit_seq = self.transmitted_seq;
                 entry.last_control_transmit_seq = self.transmitted_seq;
+                self.forget_if_drained(id);
             }
             return Some(frame);
         }
@@ -44,13 +46,19 @@ impl Connection {
             }
             self.transmitted_seq += 1;
             entry.last_transmit_seq = self.transmitted_seq;
-            return Some(match next {
+            let frame = match next {
                 Queued::Data(data) => {
                     self.release_data(data.len());
                     Frame::Data { id, data }
                 }
-                Queued::Close => Frame::Close { id },
-            });
+                Queued::End(QueueEnd::Close) => Frame::Close { id },
+                // Only a dropped stream queues its Reset (see `drop_stream`).
+                Queued::End(QueueEnd::Reset | QueueEnd::CloseThenReset) => {
+                    Frame::Reset { id, code: 0 }
+                }
+            };
+            self.forget_if_drained(id);
+            return Some(frame);
         }
         None
     }
@@ -178,36 +186,42 @@ impl Connection {
         self.schedule(id);
     }
 
-    /// Queues the stream's Close behind its data.
-    pub(super) fn queue_close(&mut self, id: StreamId) {
+    /// Queues the stream's Close (or a dropped stream's Reset) behind its data.
+    pub(super) fn queue_end(&mut self, id: StreamId, end: QueueEnd) {
         let Some(entry) = self.streams.get_mut(&id) else {
             return;
         };
-        entry.send_queue.push_close();
+        entry.send_queue.push_end(end);
         self.schedule(id);
     }
 
-    /// Drops the stream's unsent data (after a reset or a stop).
-    pub(super) fn discard_unsent(&mut self, id: StreamId) {
+    /// Drops the stream's unsent data, after a stop (its Close stays), or everything it had to
+    /// send, after a reset.
+    pub(super) fn discard_unsent(&mut self, id: StreamId, reset: bool) {
         let Some(entry) = self.streams.get_mut(&id) else {
             return;
         };
-        let dropped = entry.send_queue.discard_data();
+        let dropped = if reset {
+            entry.send_queue.discard_all()
+        } else {
+            entry.send_queue.discard_data()
+        };
         self.release_data(dropped);
+        self.forget_if_drained(id);
     }
 
-    /// A stream leaves the map: what it still had to send joins the control queue, in order.
-    pub(super) fn flush_queue_of_dropped(&mut self, id: StreamId, entry: &mut StreamEntry) {
-        while let Some(next) = entry.send_queue.pop() {
-            let frame = match next {
-                Queued::Data(data) => {
-                    // Moved, not added: `queue_control` counts it again.
-                    self.outbox_data -= data.len();
-                    Frame::Data { id, data }
-                }
-                Queued::Close => Frame::Close { id },
-            };
-            self.queue_control(frame);
+    /// Forgets a dropped stream once it has nothing left to hand to the socket: no queued
+    /// data or final frame, no control frame waiting.
+    pub(super) fn forget_if_drained(&mut self, id: StreamId) {
+        let Some(entry) = self.streams.get(&id) else {
+            return;
+        };
+        if entry.dropped
+            && entry.send_queue.is_empty()
+            && entry.last_control_seq <= self.control_transmitted_seq
+        {
+            let entry = self.streams.remove(&id).expect("looked up above");
+            self.forget(id, &entry);
         }
     }
 
@@ -221,7 +235,7 @@ impl Connection {
     }
 
     /// `len` bytes of data left the send buffer: wake the writers that may queue again.
-    fn release_data(&mut self, len: usize) {
+    pub(super) fn release_data(&mut self, len: usize) {
         self.outbox_data -= len;
         if self.blocked_writers.is_empty() {
             return;

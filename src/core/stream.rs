@@ -64,6 +64,9 @@ pub(crate) struct StreamEntry {
     /// Whether the peer knows of the stream: always for inbound streams; for a stream we open,
     /// once its NewStream is queued (with the stream's first frame, see `Connection::announce`).
     pub(crate) announced: bool,
+    /// The application dropped its handle; the stream stays (and keeps its slot under the
+    /// stream limit) only until its last frames are handed to the socket.
+    pub(crate) dropped: bool,
 }
 
 impl StreamEntry {
@@ -82,23 +85,35 @@ impl StreamEntry {
             peer_closed: false,
             peer_stopped: false,
             announced,
+            dropped: false,
         }
     }
 }
 
-/// What a stream has written and not yet handed to the socket, in order, and whether its Close
-/// follows. The connection takes one frame at a time from each stream in turn.
+/// What a stream has written and not yet handed to the socket, in order, and the frame that
+/// ends it (a Close, or the Reset of a stream dropped with both directions open). The connection
+/// takes one frame at a time from each stream in turn.
 #[derive(Debug, Default)]
 pub(crate) struct SendQueue {
     chunks: VecDeque<Bytes>,
     bytes: usize,
-    close: bool,
+    end: Option<QueueEnd>,
+}
+
+/// The frame that follows a [`SendQueue`]'s data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum QueueEnd {
+    Close,
+    Reset,
+    /// A Reset queued behind a Close that still waits (plain mplex, a stream dropped after
+    /// `close_write` with its read direction open): the peer keeps the data, then stops.
+    CloseThenReset,
 }
 
 /// The next frame a [`SendQueue`] yields.
 pub(crate) enum Queued {
     Data(Bytes),
-    Close,
+    End(QueueEnd),
 }
 
 impl SendQueue {
@@ -107,7 +122,7 @@ impl SendQueue {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.chunks.is_empty() && !self.close
+        self.chunks.is_empty() && self.end.is_none()
     }
 
     pub(crate) fn push(&mut self, data: Bytes) {
@@ -115,17 +130,28 @@ impl SendQueue {
         self.chunks.push_back(data);
     }
 
-    /// Close follows the data already queued.
-    pub(crate) fn push_close(&mut self) {
-        self.close = true;
+    /// `end` follows the data already queued (a Reset follows a Close that still waits).
+    pub(crate) fn push_end(&mut self, end: QueueEnd) {
+        self.end = match (self.end, end) {
+            (Some(QueueEnd::Close), QueueEnd::Reset) => Some(QueueEnd::CloseThenReset),
+            _ => Some(end),
+        };
     }
 
+    /// The next frame: data, then a Close or a Reset (never `CloseThenReset`, which yields
+    /// its Close and leaves its Reset).
     pub(crate) fn pop(&mut self) -> Option<Queued> {
         if let Some(data) = self.chunks.pop_front() {
             self.bytes -= data.len();
             return Some(Queued::Data(data));
         }
-        std::mem::take(&mut self.close).then_some(Queued::Close)
+        match self.end.take()? {
+            QueueEnd::CloseThenReset => {
+                self.end = Some(QueueEnd::Reset);
+                Some(Queued::End(QueueEnd::Close))
+            }
+            end => Some(Queued::End(end)),
+        }
     }
 
     /// Drops the queued data (the peer will not read it); returns how many bytes were dropped.
@@ -133,5 +159,12 @@ impl SendQueue {
     pub(crate) fn discard_data(&mut self) -> usize {
         self.chunks.clear();
         std::mem::take(&mut self.bytes)
+    }
+
+    /// Drops everything queued, the final frame too (the stream was reset); returns how many
+    /// bytes of data were dropped.
+    pub(crate) fn discard_all(&mut self) -> usize {
+        self.end = None;
+        self.discard_data()
     }
 }

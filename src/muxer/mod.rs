@@ -356,7 +356,8 @@ impl<C> Muxer<C> {
         self.mode
     }
 
-    /// How many streams exist on this connection (open, half-closed, or not yet dropped).
+    /// How many streams exist on this connection: held by the application, or dropped with
+    /// frames still to send. This is what the stream limit counts.
     pub fn num_streams(&self) -> usize {
         self.shared.lock().core.num_streams()
     }

@@ -82,14 +82,23 @@ fn inbound_streams_beyond_the_limit_are_reset_and_a_persistent_peer_is_cut_off()
 }
 
 #[test]
-fn outbound_open_waits_at_the_limit_and_a_dropped_stream_frees_a_slot() {
+fn outbound_open_waits_at_the_limit_and_a_dropped_stream_frees_its_slot_once_its_last_frame_left() {
     let mut config = Config::default();
     config.set_max_num_streams(1);
     let mut p = Pair::with_config(Mode::Extension, config);
     let (a, _b) = p.open();
     assert_eq!(p.a.open_stream().unwrap(), None);
+    // Dropped with both directions open: its Reset waits to be sent, and the stream with it.
     p.a.drop_stream(a);
+    assert!(!drain_events(&mut p.a).contains(&Event::StreamSlotFree));
+    assert_eq!(p.a.open_stream().unwrap(), None);
+    assert_eq!(p.a.num_streams(), 1);
+    assert!(matches!(
+        p.a.poll_transmit(),
+        Some(Frame::Reset { id, code: 0 }) if id == a
+    ));
     assert!(drain_events(&mut p.a).contains(&Event::StreamSlotFree));
+    assert_eq!(p.a.num_streams(), 0);
     assert!(p.a.open_stream().unwrap().is_some());
 }
 
