@@ -293,3 +293,109 @@ async fn write_then_drop_against_a_peer_that_never_reads_waits_within_the_send_b
         assert!(peak <= bound, "{mode:?}: peak {peak} bytes, bound {bound}");
     }
 }
+
+/// Moves every frame `from` queued to `to`, as the wire would (ids as the peer sees them).
+fn carry(
+    from: &mut libp2p_mplex_halfclose::core::Connection,
+    to: &mut libp2p_mplex_halfclose::core::Connection,
+) -> bool {
+    let mut moved = false;
+    while let Some(frame) = from.poll_transmit() {
+        to.handle_frame(frame.as_seen_by_peer())
+            .expect("a valid frame");
+        moved = true;
+    }
+    from.on_flushed(from.transmitted());
+    moved
+}
+
+#[test]
+fn one_mebibyte_frames_in_a_grown_window_cost_their_bytes() {
+    use libp2p_mplex_halfclose::core::{Connection, ReadOutcome, WriteOutcome};
+
+    let _serial = ONE_AT_A_TIME.blocking_lock();
+    let mut config = Config::default();
+    config.set_split_send_size(1 << 20);
+    let (mut a, mut b) = (
+        Connection::new(Mode::Extension, config.clone()),
+        Connection::new(Mode::Extension, config),
+    );
+    let id = a.open_stream().unwrap().unwrap();
+    a.announce(id);
+    carry(&mut a, &mut b);
+    let peer_id = b.accept().unwrap();
+    // Grow the window as a long link does (10 ms each way on the core's clock, the reader
+    // taking everything at once) until it is the 16 MiB maximum.
+    let chunk = vec![1u8; 1 << 20];
+    let mut sink = vec![0u8; 1 << 20];
+    let mut now = std::time::Instant::now();
+    for _ in 0..100 {
+        now += std::time::Duration::from_millis(10);
+        b.set_time(now);
+        while let WriteOutcome::Written(_) = a.write(id, &chunk).unwrap() {
+            carry(&mut a, &mut b);
+        }
+        while let ReadOutcome::Data(_) = b.read_into(peer_id, &mut sink, drop).unwrap() {}
+        now += std::time::Duration::from_millis(10);
+        a.set_time(now);
+        carry(&mut b, &mut a);
+    }
+    // Now nobody reads: the writer fills the grown window with 1 MiB frames.
+    counting::start();
+    let mut sent = 0;
+    while let WriteOutcome::Written(n) = a.write(id, &chunk).unwrap() {
+        sent += n;
+        carry(&mut a, &mut b);
+    }
+    let held = counting::held().max(0) as usize;
+    counting::stop();
+    let window = b.buffered_bytes() as usize;
+    println!("{sent} bytes sent in 1 MiB frames, {window} unread, {held} bytes held");
+    assert!(window >= 15 << 20, "the window grew: {window}");
+    assert!(
+        held <= window + window / 128 + 8 * 1024,
+        "{held} bytes held for {window} bytes unread"
+    );
+}
+
+#[tokio::test]
+async fn one_byte_writes_against_a_peer_that_never_reads_cost_their_bytes() {
+    use futures::task::{Context, noop_waker_ref};
+    use libp2p_core::muxing::StreamMuxerExt;
+    use std::task::Poll;
+
+    let _serial = ONE_AT_A_TIME.lock().await;
+    for mode in both_modes() {
+        let (ours, _peer_never_reads) = tokio::io::duplex(64 * 1024);
+        let ours = tokio_util::compat::TokioAsyncReadCompatExt::compat(ours);
+        let mut muxer = libp2p_mplex_halfclose::Muxer::new(ours, Config::default(), mode);
+        let mut cx = Context::from_waker(noop_waker_ref());
+        let Poll::Ready(Ok(mut stream)) = muxer.poll_outbound_unpin(&mut cx) else {
+            panic!("open");
+        };
+        counting::start();
+        let mut written = 0usize;
+        // Bounded: the send buffer, the writer and the pipe take well under 1 MB.
+        while written < 4 << 20 {
+            let write = std::future::Future::poll(std::pin::pin!(stream.write(b"x")), &mut cx);
+            match write {
+                Poll::Ready(Ok(1)) => written += 1,
+                Poll::Pending => break,
+                other => panic!("{other:?}"),
+            }
+            if written.is_multiple_of(1024) {
+                let _ = muxer.poll_unpin(&mut cx);
+            }
+        }
+        let peak = counting::peak().max(0) as usize;
+        counting::stop();
+        // The send bound: 128 KiB waiting, and 256 KiB being written (small frames are copied
+        // with their heads into a buffer that may double: 512 KiB); and the pipe, whose own
+        // buffer may double too.
+        let bound = (128 + 512 + 128) * 1024;
+        println!("{mode:?}: {written} one-byte writes taken before writing waited; peak {peak}");
+        assert!(written < 4 << 20, "{mode:?}: writing never waited");
+        assert!(peak <= bound, "{mode:?}: peak {peak} bytes, bound {bound}");
+        drop(stream);
+    }
+}

@@ -150,7 +150,8 @@ impl Connection {
     }
 
     /// [`Connection::write`], with `copy` making the owned copy of the bytes taken (so that the
-    /// caller can supply the buffer).
+    /// caller can supply the buffer). Writes under 8 KiB are copied behind the stream's other
+    /// small writes instead, and leave with them as one frame.
     ///
     /// # Errors
     ///
@@ -195,7 +196,7 @@ impl Connection {
             entry.send_credit -= len as u64;
         }
         self.announce(id);
-        self.queue_data(id, copy(&buf[..len]));
+        self.queue_data(id, &buf[..len], copy);
         Ok(WriteOutcome::Written(len))
     }
 

@@ -7,7 +7,7 @@
 
 use super::{
     Connection, Event, FlushWait,
-    stream::{QueueEnd, Queued, RecvState, SendState, StreamEntry},
+    stream::{QueueEnd, Queued, RecvState, SEND_GATHER_BELOW, SendState, StreamEntry},
 };
 use crate::{
     error::StreamError,
@@ -177,12 +177,24 @@ impl Connection {
     }
 
     /// Queues data written on a stream behind its earlier data.
-    pub(super) fn queue_data(&mut self, id: StreamId, data: bytes::Bytes) {
+    /// Small writes are gathered (see [`SEND_GATHER_BELOW`]); larger ones are queued as the
+    /// copy `copy` makes.
+    pub(super) fn queue_data(
+        &mut self,
+        id: StreamId,
+        data: &[u8],
+        copy: impl FnOnce(&[u8]) -> bytes::Bytes,
+    ) {
+        let split = self.config.split_send_size;
         let Some(entry) = self.streams.get_mut(&id) else {
             return;
         };
         self.outbox_data += data.len();
-        entry.send_queue.push(data);
+        if data.len() < SEND_GATHER_BELOW {
+            entry.send_queue.push_small(data, split);
+        } else {
+            entry.send_queue.push(copy(data));
+        }
         self.schedule(id);
     }
 

@@ -90,12 +90,21 @@ impl StreamEntry {
     }
 }
 
+/// Writes smaller than this are copied behind the stream's other small writes that wait, and
+/// leave with them as one frame: a writer of 1-byte writes costs a byte per write, not a buffer
+/// and a queue slot each (a peer that does not read must not turn the send buffer's bytes into
+/// thirty times as much memory).
+pub(crate) const SEND_GATHER_BELOW: usize = 8 * 1024;
+
 /// What a stream has written and not yet handed to the socket, in order, and the frame that
 /// ends it (a Close, or the Reset of a stream dropped with both directions open). The connection
 /// takes one frame at a time from each stream in turn.
 #[derive(Debug, Default)]
 pub(crate) struct SendQueue {
     chunks: VecDeque<Bytes>,
+    /// Small writes gathered behind `chunks`, at most one frame's worth.
+    gather: Vec<u8>,
+    /// Bytes in `chunks` and `gather`.
     bytes: usize,
     end: Option<QueueEnd>,
 }
@@ -122,12 +131,44 @@ impl SendQueue {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.chunks.is_empty() && self.end.is_none()
+        self.chunks.is_empty() && self.gather.is_empty() && self.end.is_none()
     }
 
+    /// Queues a write as the buffer it is in.
     pub(crate) fn push(&mut self, data: Bytes) {
+        self.seal_gathered();
         self.bytes += data.len();
         self.chunks.push_back(data);
+    }
+
+    /// Queues a small write by copying it behind the small writes that wait, in frames of at
+    /// most `frame_limit` bytes.
+    pub(crate) fn push_small(&mut self, mut data: &[u8], frame_limit: usize) {
+        let limit = frame_limit.clamp(1, SEND_GATHER_BELOW);
+        self.bytes += data.len();
+        while !data.is_empty() {
+            if self.gather.len() >= limit {
+                self.seal_gathered();
+            }
+            let n = (limit - self.gather.len()).min(data.len());
+            let needed = self.gather.len() + n;
+            if needed > self.gather.capacity() {
+                let target = (2 * self.gather.capacity()).max(needed).min(limit);
+                self.gather.reserve_exact(target - self.gather.len());
+            }
+            self.gather.extend_from_slice(&data[..n]);
+            data = &data[n..];
+        }
+    }
+
+    /// Moves the gathered writes into the queue as a buffer of exactly their size.
+    fn seal_gathered(&mut self) {
+        if self.gather.is_empty() {
+            return;
+        }
+        let mut gathered = std::mem::take(&mut self.gather);
+        gathered.shrink_to_fit();
+        self.chunks.push_back(Bytes::from(gathered));
     }
 
     /// `end` follows the data already queued (a Reset follows a Close that still waits).
@@ -145,6 +186,11 @@ impl SendQueue {
             self.bytes -= data.len();
             return Some(Queued::Data(data));
         }
+        if !self.gather.is_empty() {
+            let gathered = Bytes::from(std::mem::take(&mut self.gather));
+            self.bytes -= gathered.len();
+            return Some(Queued::Data(gathered));
+        }
         match self.end.take()? {
             QueueEnd::CloseThenReset => {
                 self.end = Some(QueueEnd::Reset);
@@ -158,6 +204,7 @@ impl SendQueue {
     /// A queued Close stays.
     pub(crate) fn discard_data(&mut self) -> usize {
         self.chunks.clear();
+        self.gather = Vec::new();
         std::mem::take(&mut self.bytes)
     }
 

@@ -442,7 +442,9 @@ fn frames_naming_a_stream_we_have_not_announced_are_discarded() {
 fn read_into_copies_across_frames_and_hands_back_each_received_buffer_whole() {
     let mut p = Pair::new(Mode::Extension);
     let (a, b) = p.open();
+    // Two frames (small writes that wait together leave as one).
     write_all(&mut p.a, a, b"hello ");
+    p.deliver();
     write_all(&mut p.a, a, b"world");
     p.deliver();
     let mut spent = Vec::new();
