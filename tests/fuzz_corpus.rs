@@ -5,6 +5,10 @@
 #[path = "../fuzz/targets.rs"]
 mod targets;
 
+// The core target counts what the connection allocates, per thread.
+#[global_allocator]
+static ALLOCATOR: targets::ThreadCounting = targets::ThreadCounting;
+
 use std::path::Path;
 
 /// Runs `target` on every file of `fuzz/seeds/<name>`; returns how many there were.

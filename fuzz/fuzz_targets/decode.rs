@@ -4,4 +4,7 @@
 #[path = "../targets.rs"]
 mod targets;
 
+#[global_allocator]
+static ALLOCATOR: targets::ThreadCounting = targets::ThreadCounting;
+
 libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::decode(data));

@@ -182,6 +182,18 @@ impl Connection {
         self.buffered_total
     }
 
+    /// Bytes kept for received data, over all streams: the unread bytes, plus the read part of
+    /// each stream's buffer being read, which stays allocated until all of it is read. This is
+    /// what the windows bound (credit goes back as it is released); the memory allocated for it
+    /// is at most 1/128 more, plus 8 KiB per stream with unread data (see `Config`'s memory
+    /// table).
+    pub fn held_bytes(&self) -> u64 {
+        self.streams
+            .values()
+            .map(|entry| entry.received.held() as u64)
+            .sum()
+    }
+
     /// Why the connection ended, if it did.
     pub fn closed(&self) -> Option<&ConnectionError> {
         self.closed.as_ref()
