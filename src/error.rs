@@ -67,6 +67,10 @@ pub enum ConnectionError {
     /// frame boundary).
     #[error("connection closed")]
     Closed,
+    /// Opening a stream failed: all 2^61 stream numbers have been used on this connection
+    /// (a number is never used twice). The connection's other streams go on.
+    #[error("all 2^61 stream numbers of this connection have been used")]
+    StreamNumbersExhausted,
 }
 
 impl From<io::Error> for ConnectionError {
@@ -81,6 +85,7 @@ impl From<ConnectionError> for io::Error {
             ConnectionError::ProtocolViolation(_) => io::ErrorKind::InvalidData,
             ConnectionError::Io(inner) => inner.kind(),
             ConnectionError::Closed => io::ErrorKind::ConnectionAborted,
+            ConnectionError::StreamNumbersExhausted => io::ErrorKind::Other,
         };
         io::Error::new(kind, e)
     }
@@ -151,6 +156,9 @@ impl StreamError {
                 kind => kind,
             },
             StreamError::Connection(ConnectionError::Closed) => io::ErrorKind::ConnectionAborted,
+            StreamError::Connection(ConnectionError::StreamNumbersExhausted) => {
+                io::ErrorKind::Other
+            }
         }
     }
 }

@@ -9,6 +9,9 @@ use bytes::Bytes;
 /// Largest frame body that may be sent or received (1 MiB), as in the mplex spec.
 pub const MAX_FRAME_BODY: usize = 1024 * 1024;
 
+/// Largest stream number: a frame header holds it in 61 bits, beside the 3-bit flag.
+pub const MAX_STREAM_NUM: u64 = (1 << 61) - 1;
+
 /// Which side of the connection opened a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Opener {

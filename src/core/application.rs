@@ -9,7 +9,7 @@ use super::{
 };
 use crate::{
     error::{ConnectionError, StreamError},
-    frame::{Frame, Mode, StreamId},
+    frame::{Frame, MAX_STREAM_NUM, Mode, StreamId},
 };
 
 impl Connection {
@@ -18,15 +18,20 @@ impl Connection {
     ///
     /// # Errors
     ///
-    /// The connection's error once it has ended.
+    /// The connection's error once it has ended;
+    /// [`ConnectionError::StreamNumbersExhausted`] after 2^61 streams (numbers are never
+    /// reused).
     pub fn open_stream(&mut self) -> Result<Option<StreamId>, ConnectionError> {
         self.check_open()?;
         if self.streams.len() >= self.config.max_num_streams {
             return Ok(None);
         }
+        // A header holds 61 bits of stream number; numbers are never reused.
+        if self.next_local_num > MAX_STREAM_NUM {
+            return Err(ConnectionError::StreamNumbersExhausted);
+        }
         let id = StreamId::local(self.next_local_num);
-        // 2^61 streams cannot be opened in practice; saturating keeps the id unique until then.
-        self.next_local_num = self.next_local_num.saturating_add(1);
+        self.next_local_num += 1;
         // Announced with its first frame (see `announce`).
         self.insert_stream(id, false);
         Ok(Some(id))

@@ -216,7 +216,10 @@ impl Connection {
     }
 
     fn control_frame_limit(&self) -> usize {
-        1024 + 4 * self.config.max_num_streams
+        self.config
+            .max_num_streams
+            .saturating_mul(4)
+            .saturating_add(1024)
     }
 
     // ---------------------------------------------------------------- helpers

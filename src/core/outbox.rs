@@ -37,7 +37,7 @@ impl Connection {
                 continue; // dropped: its frames moved to the control queue
             };
             entry.scheduled = false;
-            let Some(next) = entry.send_queue.pop() else {
+            let Some(next) = entry.send_queue.pop(self.config.split_send_size) else {
                 continue; // reset or stopped since it was scheduled
             };
             if !entry.send_queue.is_empty() {
@@ -185,13 +185,12 @@ impl Connection {
         data: &[u8],
         copy: impl FnOnce(&[u8]) -> bytes::Bytes,
     ) {
-        let split = self.config.split_send_size;
         let Some(entry) = self.streams.get_mut(&id) else {
             return;
         };
         self.outbox_data += data.len();
         if data.len() < SEND_GATHER_BELOW {
-            entry.send_queue.push_small(data, split);
+            entry.send_queue.push_small(data);
         } else {
             entry.send_queue.push(copy(data));
         }

@@ -102,7 +102,8 @@ pub(crate) const SEND_GATHER_BELOW: usize = 8 * 1024;
 #[derive(Debug, Default)]
 pub(crate) struct SendQueue {
     chunks: VecDeque<Bytes>,
-    /// Small writes gathered behind `chunks`, at most one frame's worth.
+    /// Small writes gathered behind `chunks` (at most [`SEND_GATHER_BELOW`] bytes), cut into
+    /// frames as they leave.
     gather: Vec<u8>,
     /// Bytes in `chunks` and `gather`.
     bytes: usize,
@@ -134,6 +135,12 @@ impl SendQueue {
         self.chunks.is_empty() && self.gather.is_empty() && self.end.is_none()
     }
 
+    /// How many buffers hold the queued data.
+    #[cfg(test)]
+    pub(crate) fn buffers(&self) -> usize {
+        self.chunks.len() + usize::from(!self.gather.is_empty())
+    }
+
     /// Queues a write as the buffer it is in.
     pub(crate) fn push(&mut self, data: Bytes) {
         self.seal_gathered();
@@ -141,10 +148,11 @@ impl SendQueue {
         self.chunks.push_back(data);
     }
 
-    /// Queues a small write by copying it behind the small writes that wait, in frames of at
-    /// most `frame_limit` bytes.
-    pub(crate) fn push_small(&mut self, mut data: &[u8], frame_limit: usize) {
-        let limit = frame_limit.clamp(1, SEND_GATHER_BELOW);
+    /// Queues a small write by copying it behind the small writes that wait. However small the
+    /// frames are (`set_split_send_size`), what waits is gathered in buffers of 8 KiB: the cut
+    /// into frames happens as they leave (see [`SendQueue::pop`]).
+    pub(crate) fn push_small(&mut self, mut data: &[u8]) {
+        let limit = SEND_GATHER_BELOW;
         self.bytes += data.len();
         while !data.is_empty() {
             if self.gather.len() >= limit {
@@ -179,17 +187,30 @@ impl SendQueue {
         };
     }
 
-    /// The next frame: data, then a Close or a Reset (never `CloseThenReset`, which yields
-    /// its Close and leaves its Reset).
-    pub(crate) fn pop(&mut self) -> Option<Queued> {
-        if let Some(data) = self.chunks.pop_front() {
+    /// The next frame: data (at most `frame_limit` bytes of it), then a Close or a Reset
+    /// (never `CloseThenReset`, which yields its Close and leaves its Reset).
+    pub(crate) fn pop(&mut self, frame_limit: usize) -> Option<Queued> {
+        let frame_limit = frame_limit.max(1);
+        if let Some(front) = self.chunks.front_mut() {
+            // A write is at most one frame; a gathered buffer may hold more.
+            let data = if front.len() <= frame_limit {
+                self.chunks.pop_front()?
+            } else {
+                front.split_to(frame_limit)
+            };
             self.bytes -= data.len();
             return Some(Queued::Data(data));
         }
         if !self.gather.is_empty() {
-            let gathered = Bytes::from(std::mem::take(&mut self.gather));
-            self.bytes -= gathered.len();
-            return Some(Queued::Data(gathered));
+            let data = if self.gather.len() <= frame_limit {
+                Bytes::from(std::mem::take(&mut self.gather))
+            } else {
+                let data = Bytes::copy_from_slice(&self.gather[..frame_limit]);
+                self.gather.drain(..frame_limit);
+                data
+            };
+            self.bytes -= data.len();
+            return Some(Queued::Data(data));
         }
         match self.end.take()? {
             QueueEnd::CloseThenReset => {

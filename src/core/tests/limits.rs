@@ -161,3 +161,68 @@ fn reads_after_the_connection_closed_return_buffered_data_first() {
     ));
     assert!(p.b.write(b, b"x").is_err());
 }
+
+#[test]
+fn the_last_stream_number_is_used_and_then_opening_fails_instead_of_wrapping() {
+    let mut p = Pair::new(Mode::Extension);
+    p.a.next_local_num = crate::frame::MAX_STREAM_NUM;
+    let last = p.a.open_stream().unwrap().unwrap();
+    assert_eq!(last.num(), crate::frame::MAX_STREAM_NUM);
+    // Its frames name it exactly on the wire: the peer sees the same number.
+    write_all(&mut p.a, last, b"last");
+    p.deliver();
+    let peer = p.b.accept().unwrap();
+    assert_eq!(peer, last.as_seen_by_peer());
+    assert_eq!(read_all(&mut p.b, peer).0, b"last");
+    assert!(matches!(
+        p.a.open_stream(),
+        Err(ConnectionError::StreamNumbersExhausted)
+    ));
+    // The connection's other streams go on.
+    write_all(&mut p.a, last, b" more");
+    p.deliver();
+    assert_eq!(read_all(&mut p.b, peer).0, b" more");
+}
+
+#[test]
+fn limits_at_the_edge_of_their_types_do_not_overflow() {
+    let mut config = Config::default();
+    config
+        .set_max_num_streams(usize::MAX)
+        .set_max_buffer_size(usize::MAX)
+        .set_max_connection_buffer(u64::MAX)
+        .set_send_buffer_size(usize::MAX)
+        .set_max_stream_window(u64::MAX);
+    for mode in both_modes() {
+        let mut p = Pair::with_config(mode, config.clone());
+        assert!(p.a.wants_frames());
+        let (a, b) = p.open();
+        write_all(&mut p.a, a, &[1u8; 100_000]);
+        p.deliver();
+        assert_eq!(read_all(&mut p.b, b).0.len(), 100_000);
+    }
+}
+
+#[test]
+fn one_byte_frames_are_cut_as_they_leave_not_kept_one_buffer_each() {
+    let mut config = Config::default();
+    config.set_split_send_size(1);
+    let mut p = Pair::with_config(Mode::PlainMplex, config);
+    let (a, b) = p.open();
+    for byte in 0..100u8 {
+        assert_eq!(p.a.write(a, &[byte]).unwrap(), WriteOutcome::Written(1));
+    }
+    // 100 writes wait as one gathered buffer...
+    assert_eq!(p.a.streams.get(&a).unwrap().send_queue.buffers(), 1);
+    // ...and leave as 100 frames of one byte.
+    let mut frames = 0;
+    while let Some(frame) = p.a.poll_transmit() {
+        if let Frame::Data { data, .. } = &frame {
+            assert_eq!(data.len(), 1);
+            frames += 1;
+        }
+        p.b.handle_frame(frame.as_seen_by_peer()).unwrap();
+    }
+    assert_eq!(frames, 100);
+    assert_eq!(read_all(&mut p.b, b).0, (0..100u8).collect::<Vec<_>>());
+}
