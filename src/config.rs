@@ -59,7 +59,7 @@ pub enum MaxBufferBehaviour {
 /// | what | bound |
 /// |---|---|
 /// | unread data, extension mode | each stream its window (256 KiB, growing up to [`set_max_stream_window`](Config::set_max_stream_window) while the sum of windows fits in [`set_max_connection_buffer`](Config::set_max_connection_buffer)): `max(budget, streams × 256 KiB)` in all, plus 1/128 of it and 8 KiB per stream with unread data, however the peer cuts its frames |
-/// | unread data, plain mplex | [`set_max_buffer_size`](Config::set_max_buffer_size) frames per stream and the connection budget, each exceeded by at most one frame before [`MaxBufferBehaviour`] applies |
+/// | unread data, plain mplex | [`set_max_buffer_size`](Config::set_max_buffer_size) frames per stream and the connection budget, each exceeded by at most one frame before [`MaxBufferBehaviour`] applies; frames are kept as they came (the limit counts them), so add a queue slot, 32 bytes, per buffered frame: 128 KiB for 128 streams of 32 frames |
 /// | a frame being read | its body (at most 1 MiB), grown as it arrives, beside a 64 KiB read buffer |
 /// | written data | [`set_send_buffer_size`](Config::set_send_buffer_size) (128 KiB) plus one frame (at most [`set_split_send_size`](Config::set_split_send_size), 64 KiB) per stream, dropped streams included until their data is sent (writes under 8 KiB are gathered, so they cost their bytes); beside it, 256 KiB being written to the socket, in buffers of up to twice that. Then writers wait, and opening waits at the stream limit |
 /// | answers to the peer (Reset, Close, CloseRead, WindowUpdate) | reading stops while more than `1024 + 4 × streams` control frames wait to be sent |
