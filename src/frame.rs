@@ -83,7 +83,10 @@ impl fmt::Display for StreamId {
 
 /// One frame, decoded. Stream ids are relative to the side that holds the frame: a frame we send
 /// names streams as we see them, a frame we received has already been translated to our view.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its `Debug` form shows a body's length and its first bytes, not all of it: frames are
+/// logged at trace level, and a peer's 1 MiB body must not become a 4 MB log line.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Frame {
     /// mplex flag 0: open a stream. The name is informative only.
     NewStream {
@@ -164,6 +167,66 @@ impl Frame {
     }
 }
 
+/// At most this many bytes of a body appear in a frame's `Debug` form.
+const DEBUG_BODY_BYTES: usize = 16;
+
+/// A body in a frame's `Debug` form: its length and its first bytes.
+struct BodyDebug<'a>(&'a Bytes);
+
+impl fmt::Debug for BodyDebug<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = &self.0[..self.0.len().min(DEBUG_BODY_BYTES)];
+        write!(
+            f,
+            "{} bytes {:?}",
+            self.0.len(),
+            Bytes::copy_from_slice(shown)
+        )?;
+        if self.0.len() > DEBUG_BODY_BYTES {
+            write!(f, "..")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Frame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Frame::NewStream { id, name } => f
+                .debug_struct("NewStream")
+                .field("id", id)
+                .field("name", &BodyDebug(name))
+                .finish(),
+            Frame::Data { id, data } => f
+                .debug_struct("Data")
+                .field("id", id)
+                .field("data", &BodyDebug(data))
+                .finish(),
+            Frame::Close { id } => f.debug_struct("Close").field("id", id).finish(),
+            Frame::Reset { id, code } => f
+                .debug_struct("Reset")
+                .field("id", id)
+                .field("code", code)
+                .finish(),
+            Frame::CloseRead { id, code } => f
+                .debug_struct("CloseRead")
+                .field("id", id)
+                .field("code", code)
+                .finish(),
+            Frame::WindowUpdate { id, credit } => f
+                .debug_struct("WindowUpdate")
+                .field("id", id)
+                .field("credit", credit)
+                .finish(),
+            Frame::UnknownExtension { id, op } => f
+                .debug_struct("UnknownExtension")
+                .field("id", id)
+                .field("op", op)
+                .finish(),
+        }
+    }
+}
+
 /// Which protocol a connection speaks, decided by multistream-select.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {
@@ -171,4 +234,28 @@ pub enum Mode {
     Extension,
     /// `/mplex/6.7.0`: plain mplex, byte for byte compatible with every mplex peer.
     PlainMplex,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frames_debug_form_shows_a_large_body_by_its_length() {
+        let frame = Frame::Data {
+            id: StreamId::local(3),
+            data: Bytes::from(vec![b'a'; 1 << 20]),
+        };
+        let shown = format!("{frame:?}");
+        assert!(shown.len() < 200, "{shown}");
+        assert!(shown.contains("1048576 bytes"), "{shown}");
+        let small = Frame::NewStream {
+            id: StreamId::remote(1),
+            name: Bytes::from_static(b"1"),
+        };
+        assert_eq!(
+            format!("{small:?}"),
+            r#"NewStream { id: StreamId { num: 1, opener: Remote }, name: 1 bytes b"1" }"#
+        );
+    }
 }
