@@ -8,8 +8,9 @@
 //!   above 1 fails it at once.
 //! * [`core`]: an interleaving of frames from a peer and calls from the application, decoded
 //!   from the bytes with `arbitrary`, driving the I/O-free [`Connection`] in both modes. After
-//!   every step it checks the bytes the connection *allocated*, counted by [`ThreadCounting`]
-//!   (which every binary running this target installs as its global allocator), against the
+//!   every step it checks the bytes the connection *allocated*, counted per thread by
+//!   `counting::CountingAllocator` (which every binary running this target installs as its
+//!   global allocator, or the target panics), against the
 //!   documented bound: the data held and queued, 1/64 more for bookkeeping, and a constant per
 //!   stream and per control frame. A per-frame or per-buffer overhead on received data (a
 //!   buffer and a queue slot per 1-byte frame) breaks it.
@@ -20,11 +21,6 @@
 
 #![allow(dead_code)]
 
-use std::{
-    alloc::{GlobalAlloc, Layout, System},
-    cell::Cell,
-};
-
 use arbitrary::{Arbitrary, Unstructured};
 use asynchronous_codec::{Decoder, Encoder};
 use bytes::{Bytes, BytesMut};
@@ -33,67 +29,9 @@ use libp2p_mplex_halfclose::{
     core::{Connection, INITIAL_WINDOW, MAX_CREDIT},
 };
 
-// ------------------------------------------------------------------ counting, per thread
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static HELD: Cell<isize> = const { Cell::new(0) };
-}
-
-/// The system allocator, counting the bytes the current thread holds while [`count_from_zero`]
-/// is on. Per thread, so that other tests of the same binary do not disturb the count.
-pub struct ThreadCounting;
-
-fn count(delta: isize) {
-    let _ = COUNTING.try_with(|on| {
-        if on.get() {
-            let _ = HELD.try_with(|held| held.set(held.get() + delta));
-        }
-    });
-}
-
-// SAFETY: every call goes to the system allocator unchanged; only thread-local counters are
-// added, which allocate nothing (const-initialised `Cell`s without destructors).
-unsafe impl GlobalAlloc for ThreadCounting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(layout.size() as isize);
-        // SAFETY: the caller's contract is passed on.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        count(-(layout.size() as isize));
-        // SAFETY: as above.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count(new_size as isize - layout.size() as isize);
-        // SAFETY: as above.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-/// Counts this thread's allocations from zero; panics if [`ThreadCounting`] is not the global
-/// allocator (a check that counts nothing would pass everything).
-fn count_from_zero() {
-    HELD.with(|held| held.set(0));
-    COUNTING.with(|on| on.set(true));
-    let probe = std::hint::black_box(Vec::<u8>::with_capacity(64));
-    assert!(
-        HELD.with(Cell::get) >= 64,
-        "install targets::ThreadCounting as the global allocator"
-    );
-    drop(probe);
-}
-
-fn counted() -> isize {
-    HELD.with(Cell::get)
-}
-
-fn stop_counting() {
-    COUNTING.with(|on| on.set(false));
-}
+/// The counting allocator the tests use; every binary running the `core` target installs it.
+#[path = "../tests/common/counting.rs"]
+pub mod counting;
 
 /// Decodes `data` as bytes from a peer (the first byte picks the mode and how the bytes arrive),
 /// and checks every outcome against [`reference_frames`]. Every frame decoded must also encode,
@@ -462,7 +400,7 @@ pub fn core(data: &[u8]) {
     let budget = 4 * INITIAL_WINDOW;
     let mut held: Vec<StreamId> = Vec::with_capacity(256);
     let mut buf = vec![0u8; 1 << 16];
-    count_from_zero();
+    counting::start_this_thread();
     let mut conn = Connection::new(mode, config);
     let pick =
         |held: &[StreamId], i: u8| (!held.is_empty()).then(|| held[usize::from(i) % held.len()]);
@@ -564,7 +502,7 @@ pub fn core(data: &[u8]) {
         assert!(conn.buffered_bytes() <= conn.held_bytes());
         peak_streams = peak_streams.max(conn.num_streams());
         let data = conn.held_bytes() as usize + conn.queued_bytes();
-        let allocated = counted().max(0) as usize;
+        let allocated = counting::held_this_thread().max(0) as usize;
         let allowed = data
             + data / 64
             + peak_streams * PER_STREAM
@@ -585,5 +523,5 @@ pub fn core(data: &[u8]) {
     }
     assert_eq!(conn.buffered_bytes(), 0, "dropped streams hold no data");
     assert_eq!(conn.held_bytes(), 0, "dropped streams hold no data");
-    stop_counting();
+    counting::stop_this_thread();
 }

@@ -7,7 +7,7 @@ mod targets;
 
 // The core target counts what the connection allocates, per thread.
 #[global_allocator]
-static ALLOCATOR: targets::ThreadCounting = targets::ThreadCounting;
+static ALLOCATOR: targets::counting::CountingAllocator = targets::counting::CountingAllocator;
 
 use std::path::Path;
 

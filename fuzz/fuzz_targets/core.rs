@@ -5,6 +5,6 @@
 mod targets;
 
 #[global_allocator]
-static ALLOCATOR: targets::ThreadCounting = targets::ThreadCounting;
+static ALLOCATOR: targets::counting::CountingAllocator = targets::counting::CountingAllocator;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::core(data));

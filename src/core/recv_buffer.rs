@@ -89,15 +89,7 @@ impl RecvBuffer {
                 self.seal_gathered();
             }
             let n = (GATHER_CAPACITY - self.gather.len()).min(data.len());
-            let needed = self.gather.len() + n;
-            if needed > self.gather.capacity() {
-                // Doubling, but never past a full buffer: no more room than data, beyond that.
-                let target = (2 * self.gather.capacity())
-                    .max(needed)
-                    .min(GATHER_CAPACITY);
-                self.gather.reserve_exact(target - self.gather.len());
-            }
-            self.gather.extend_from_slice(&data[..n]);
+            extend_gathering(&mut self.gather, &data[..n], GATHER_CAPACITY);
             data = &data[n..];
         }
     }
@@ -216,6 +208,19 @@ impl RecvBuffer {
             self.gather = Vec::new();
         }
     }
+}
+
+/// Appends `data` to a gathering buffer that never grows past `limit`: its room doubles (few
+/// reallocations) but is never more than needed once it would pass the limit, so that it holds
+/// at most twice its bytes, and exactly `limit` bytes when full.
+pub(crate) fn extend_gathering(buffer: &mut Vec<u8>, data: &[u8], limit: usize) {
+    let needed = buffer.len() + data.len();
+    debug_assert!(needed <= limit);
+    if needed > buffer.capacity() {
+        let target = (2 * buffer.capacity()).max(needed).min(limit);
+        buffer.reserve_exact(target - buffer.len());
+    }
+    buffer.extend_from_slice(data);
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::{
     flow::{INITIAL_WINDOW, RecvWindow},
-    recv_buffer::RecvBuffer,
+    recv_buffer::{RecvBuffer, extend_gathering},
 };
 
 /// Our sending direction.
@@ -159,12 +159,7 @@ impl SendQueue {
                 self.seal_gathered();
             }
             let n = (limit - self.gather.len()).min(data.len());
-            let needed = self.gather.len() + n;
-            if needed > self.gather.capacity() {
-                let target = (2 * self.gather.capacity()).max(needed).min(limit);
-                self.gather.reserve_exact(target - self.gather.len());
-            }
-            self.gather.extend_from_slice(&data[..n]);
+            extend_gathering(&mut self.gather, &data[..n], limit);
             data = &data[n..];
         }
     }
