@@ -59,7 +59,7 @@ pub enum MaxBufferBehaviour {
 /// | what | bound |
 /// |---|---|
 /// | unread data, extension mode | each stream its window (256 KiB, growing up to [`set_max_stream_window`](Config::set_max_stream_window) while the sum of windows fits in [`set_max_connection_buffer`](Config::set_max_connection_buffer)): `max(budget, streams × 256 KiB)` in all, plus 1/128 of it and 8 KiB per stream with unread data, however the peer cuts its frames |
-/// | unread data, plain mplex | [`set_max_buffer_size`](Config::set_max_buffer_size) frames per stream and the connection budget, each exceeded by at most one frame before [`MaxBufferBehaviour`] applies; frames are kept as they came (the limit counts them), so add a queue slot, 32 bytes, per buffered frame: 128 KiB for 128 streams of 32 frames |
+/// | unread data, plain mplex | [`set_max_buffer_size`](Config::set_max_buffer_size) (32) frames per stream and the connection budget, each exceeded by at most one frame before [`MaxBufferBehaviour`] applies. Frames are kept as they came (the limit counts them), so each counts its length plus 64 bytes against the budget, what keeping it costs: the budget bounds memory however small the frames |
 /// | a frame being read | its body (at most 1 MiB), grown as it arrives, beside a 64 KiB read buffer |
 /// | written data | [`set_send_buffer_size`](Config::set_send_buffer_size) (128 KiB) plus one frame (at most [`set_split_send_size`](Config::set_split_send_size), 64 KiB) per stream, dropped streams included until their data is sent (writes under 8 KiB are gathered, so they cost their bytes); beside it, 256 KiB being written to the socket, in buffers of up to twice that. Then writers wait, and opening waits at the stream limit |
 /// | answers to the peer (Reset, Close, CloseRead, WindowUpdate) | reading stops while more than `1024 + 4 × streams` control frames wait to be sent |
@@ -113,7 +113,7 @@ impl Config {
     }
 
     /// The most streams, inbound and outbound together, open at once on one connection
-    /// (default 128, as libp2p-mplex). A dropped stream counts until its last frames have been
+    /// (default 128, as libp2p-mplex; at least 1). A dropped stream counts until its last frames have been
     /// handed to the socket. Beyond it, inbound streams are reset (code 0) and `poll_outbound`
     /// waits for a stream to end. A peer that opens more than `max(256, limit)` streams in a row
     /// that we refuse is cut off ([`ProtocolViolation::TooManyRefusedStreams`]).
@@ -125,7 +125,7 @@ impl Config {
     }
 
     /// Plain-mplex mode: the most data frames buffered per stream before
-    /// [`MaxBufferBehaviour`] applies (default 32, as libp2p-mplex).
+    /// [`MaxBufferBehaviour`] applies (default 32, as libp2p-mplex; at least 1).
     pub fn set_max_buffer_size(&mut self, max: usize) -> &mut Self {
         self.max_buffer_len = max.max(1);
         self
@@ -138,7 +138,8 @@ impl Config {
         self
     }
 
-    /// The largest Data frame we send (default 64 KiB; capped at 1 MiB, the protocol's limit).
+    /// The largest Data frame we send (default 64 KiB; at least 1 byte, at most 1 MiB, the
+    /// protocol's limit).
     pub fn set_split_send_size(&mut self, size: usize) -> &mut Self {
         self.split_send_size = size.clamp(1, MAX_FRAME_BODY);
         self
@@ -167,7 +168,8 @@ impl Config {
     /// The receive buffer budget of one connection (default 64 MiB). In extension mode windows
     /// only grow while the sum of all streams' windows fits in it; each stream always has the
     /// initial 256 KiB, so the bound is `max(budget, streams × 256 KiB)`. In plain-mplex mode
-    /// exceeding it triggers the [`MaxBufferBehaviour`] on the stream that received the data.
+    /// exceeding it triggers the [`MaxBufferBehaviour`] on the stream that received the data;
+    /// there each buffered frame counts 64 bytes more than its length (see the memory table).
     pub fn set_max_connection_buffer(&mut self, bytes: u64) -> &mut Self {
         self.max_connection_buffer = bytes;
         self

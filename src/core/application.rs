@@ -102,6 +102,7 @@ impl Connection {
         }
         // Data that arrived before the connection ended is still delivered.
         let held_before = entry.received.held();
+        let frames_before = entry.received.frames();
         let Some((data, len)) = take(entry) else {
             return match recv {
                 RecvState::Open if connection_open => {
@@ -117,6 +118,7 @@ impl Connection {
         // Credit goes back for the memory released, not for the bytes read: the read part of
         // a buffer stays held until all of it is read (see `recv_buffer`).
         let released = (held_before - entry.received.held()) as u64;
+        let frames_released = (frames_before - entry.received.frames()) as u64;
         let grant = if mode == Mode::Extension && recv == RecvState::Open && connection_open {
             let budget = self
                 .config
@@ -129,6 +131,7 @@ impl Connection {
             None
         };
         self.buffered_total -= len as u64;
+        self.buffered_frames -= frames_released;
         if let Some(grant) = grant {
             if grant.growth > 0 {
                 tracing::debug!(stream = %id, growth = grant.growth, "receive window grows");
@@ -245,8 +248,7 @@ impl Connection {
         }
         tracing::trace!(stream = %id, code, "closed for reading");
         entry.recv = RecvState::Stopped;
-        let freed = entry.received.discard() as u64;
-        self.buffered_total -= freed;
+        self.discard_received(id);
         if mode == Mode::Extension && recv == RecvState::Open {
             self.announce(id);
             self.queue_control(Frame::CloseRead { id, code });
@@ -286,12 +288,15 @@ impl Connection {
             return;
         };
         entry.dropped = true;
-        // Nobody reads it any more.
-        self.buffered_total -= entry.received.discard() as u64;
         let (send, recv, announced) = (entry.send, entry.recv, entry.announced);
         if matches!(recv, RecvState::Open | RecvState::Finished) {
             entry.recv = RecvState::Stopped;
         }
+        // Nobody reads it any more.
+        self.discard_received(id);
+        let Some(entry) = self.streams.get_mut(&id) else {
+            return;
+        };
         if !connection_open || !announced {
             // The peer never heard of it, or nothing will be sent any more.
             let dropped = entry.send_queue.discard_all();

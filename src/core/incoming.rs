@@ -106,12 +106,14 @@ impl Connection {
         if data.is_empty() {
             return Ok(());
         }
+        let frames_before = entry.received.frames();
         entry.received.push(data, mode == Mode::Extension);
+        let over_stream = entry.received.frames() > self.config.max_buffer_len;
+        self.buffered_frames += (entry.received.frames() - frames_before) as u64;
         self.buffered_total += len;
         self.events.push_back(Event::Readable(id));
         if mode == Mode::PlainMplex {
-            let over_stream = entry.received.frames() > self.config.max_buffer_len;
-            let over_connection = self.buffered_total > self.config.max_connection_buffer;
+            let over_connection = self.plain_buffer_cost() > self.config.max_connection_buffer;
             if over_stream || over_connection {
                 match self.config.max_buffer_behaviour {
                     MaxBufferBehaviour::ResetStream => {

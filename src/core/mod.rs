@@ -83,6 +83,11 @@ pub enum FlushWait {
 /// precomputing collisions (and the stream limit bounds every map anyway).
 pub(crate) type StreamMap<V> = HashMap<StreamId, V, foldhash::fast::RandomState>;
 
+/// Plain mplex keeps every frame as it came (its limit counts frames), which costs a queue slot
+/// and an allocation beside the bytes: each buffered frame counts this much more than its length
+/// against the connection's budget, so that the budget bounds memory however small the frames.
+pub(crate) const PLAIN_FRAME_COST: u64 = 64;
+
 /// How many streams the peer may open in a row beyond the limit before it is cut off.
 const MIN_REFUSED_STREAMS_LIMIT: u64 = 256;
 
@@ -115,6 +120,8 @@ pub struct Connection {
     events: VecDeque<Event>,
     /// Bytes buffered for reading across all streams.
     buffered_total: u64,
+    /// Buffers holding them (in plain mplex, which keeps frames as they came: frames).
+    buffered_frames: u64,
     /// Sum of the receive windows of all streams (extension mode).
     window_total: u64,
     /// Plain mplex with [`MaxBufferBehaviour::Block`]: the stream whose full buffer stops reading.
@@ -145,6 +152,7 @@ impl Connection {
             blocked_writers: Vec::new(),
             events: VecDeque::new(),
             buffered_total: 0,
+            buffered_frames: 0,
             window_total: 0,
             blocking_stream: None,
             refused_in_a_row: 0,
@@ -274,9 +282,25 @@ impl Connection {
         self.streams.insert(id, entry);
     }
 
+    /// Drops what a stream received and did not read, and its share of the connection's
+    /// accounting.
+    fn discard_received(&mut self, id: StreamId) {
+        if let Some(entry) = self.streams.get_mut(&id) {
+            self.buffered_frames -= entry.received.frames() as u64;
+            self.buffered_total -= entry.received.discard() as u64;
+        }
+    }
+
+    /// What the connection's buffered frames count against its budget in plain mplex: their
+    /// bytes, and [`PLAIN_FRAME_COST`] for keeping each.
+    fn plain_buffer_cost(&self) -> u64 {
+        self.buffered_total + PLAIN_FRAME_COST * self.buffered_frames
+    }
+
     /// Releases the connection-wide accounting of a stream leaving the map.
     fn forget(&mut self, id: StreamId, entry: &StreamEntry) {
         self.buffered_total -= entry.received.unread() as u64;
+        self.buffered_frames -= entry.received.frames() as u64;
         if self.mode == Mode::Extension {
             self.window_total -= entry.recv_window.size();
         }
@@ -300,8 +324,7 @@ impl Connection {
         // A peer that closed its write side before resetting has sent all its data: keep it.
         if !(by_peer && entry.recv == RecvState::Finished) {
             entry.recv = RecvState::Reset { code, by_peer };
-            let freed = entry.received.discard() as u64;
-            self.buffered_total -= freed;
+            self.discard_received(id);
             self.resume_reading_if_drained();
         }
         self.discard_unsent(id, true);
@@ -324,7 +347,7 @@ impl Connection {
         };
         let frames = self.streams.get(&id).map_or(0, |e| e.received.frames());
         if frames <= self.config.max_buffer_len
-            && self.buffered_total <= self.config.max_connection_buffer
+            && self.plain_buffer_cost() <= self.config.max_connection_buffer
         {
             self.blocking_stream = None;
         }
