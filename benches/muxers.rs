@@ -8,6 +8,9 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "../examples/muxbench/delay_line.rs"]
+#[allow(dead_code)]
+mod delay_line;
 #[path = "../examples/muxbench/harness.rs"]
 #[allow(dead_code)]
 mod harness;

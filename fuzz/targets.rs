@@ -267,6 +267,12 @@ pub fn reference_frames(mode: Mode, mut bytes: &[u8]) -> (Vec<Frame>, End) {
                         Ok((credit, _)) => Frame::WindowUpdate { id, credit },
                         Err(kind) => return (frames, End::Violation(kind)),
                     },
+                    // About the connection: the stream fields are ignored.
+                    2 | 3 => match body_varint(rest, ViolationKind::MalformedExtension) {
+                        Ok((nonce, _)) if op_and_side >> 1 == 2 => Frame::Ping { nonce },
+                        Ok((nonce, _)) => Frame::Pong { nonce },
+                        Err(kind) => return (frames, End::Violation(kind)),
+                    },
                     op => Frame::UnknownExtension { id, op },
                 }
             }
@@ -285,6 +291,8 @@ enum PeerFrame {
     CloseRead { num: u8, ours: bool, code: u8 },
     WindowUpdate { num: u8, ours: bool, credit: u32 },
     Unknown { num: u8, ours: bool, op: u8 },
+    Ping { nonce: u8 },
+    Pong { nonce: u8 },
 }
 
 impl PeerFrame {
@@ -321,7 +329,13 @@ impl PeerFrame {
             },
             PeerFrame::Unknown { num, ours, op } => Frame::UnknownExtension {
                 id: id(num, ours),
-                op: u64::from(op) + 2,
+                op: u64::from(op) + 4,
+            },
+            PeerFrame::Ping { nonce } => Frame::Ping {
+                nonce: u64::from(nonce),
+            },
+            PeerFrame::Pong { nonce } => Frame::Pong {
+                nonce: u64::from(nonce),
             },
         }
     }
@@ -416,13 +430,27 @@ pub fn core(data: &[u8]) {
                     | PeerFrame::Reset { .. }
                     | PeerFrame::WindowUpdate { .. }
                     | PeerFrame::Unknown { .. }
+                    | PeerFrame::Pong { .. }
             ) | Step::Transmit { .. }
                 | Step::CloseConnection
         );
         control_steps += usize::from(may_queue_control);
         match step {
             Step::Peer(frame) => {
-                if conn.wants_frames() && conn.handle_frame(frame.frame()).is_err() {
+                let frame = frame.frame();
+                // The decoder refuses extension frames in plain mplex (the `decode` target
+                // checks it); here they would only end the connection.
+                let extension = !matches!(
+                    frame,
+                    Frame::NewStream { .. }
+                        | Frame::Data { .. }
+                        | Frame::Close { .. }
+                        | Frame::Reset { .. }
+                );
+                if (mode == Mode::Extension || !extension)
+                    && conn.wants_frames()
+                    && conn.handle_frame(frame).is_err()
+                {
                     failed = true;
                 }
             }

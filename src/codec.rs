@@ -22,6 +22,8 @@ const FLAG_EXTENSION: u64 = 7;
 
 const OP_CLOSE_READ: u64 = 0;
 const OP_WINDOW_UPDATE: u64 = 1;
+const OP_PING: u64 = 2;
+const OP_PONG: u64 = 3;
 
 /// Encodes and decodes frames for one connection in one [`Mode`], as an
 /// `asynchronous_codec` `Encoder` and `Decoder`.
@@ -174,6 +176,13 @@ impl Codec {
                         }
                         Frame::WindowUpdate { id, credit }
                     }
+                    // About the connection: the stream number and side are ignored.
+                    OP_PING => Frame::Ping {
+                        nonce: body_varint(&mut body, "ping without nonce")?,
+                    },
+                    OP_PONG => Frame::Pong {
+                        nonce: body_varint(&mut body, "pong without nonce")?,
+                    },
                     op => Frame::UnknownExtension { id, op },
                 }
             }
@@ -313,10 +322,18 @@ impl Codec {
     }
 
     fn put_extension(dst: &mut BytesMut, id: StreamId, op: u64, value: Option<u64>) {
-        let op_and_side = (op << 1) | sender_is_initiator(id);
+        Self::put_extension_raw(dst, id.num(), (op << 1) | sender_is_initiator(id), value);
+    }
+
+    /// A frame about the connection: stream number 0, side bit 0.
+    fn put_connection_extension(dst: &mut BytesMut, op: u64, value: u64) {
+        Self::put_extension_raw(dst, 0, op << 1, Some(value));
+    }
+
+    fn put_extension_raw(dst: &mut BytesMut, num: u64, op_and_side: u64, value: Option<u64>) {
         let len = varint_len(op_and_side) + value.map_or(0, varint_len);
         dst.reserve(30);
-        put_varint(dst, (id.num() << 3) | FLAG_EXTENSION);
+        put_varint(dst, (num << 3) | FLAG_EXTENSION);
         put_varint(dst, len as u64);
         put_varint(dst, op_and_side);
         if let Some(value) = value {
@@ -363,6 +380,14 @@ impl Codec {
             Frame::WindowUpdate { id, credit } => {
                 debug_assert_eq!(self.mode, Mode::Extension);
                 Self::put_extension(dst, id, OP_WINDOW_UPDATE, Some(credit))
+            }
+            Frame::Ping { nonce } => {
+                debug_assert_eq!(self.mode, Mode::Extension);
+                Self::put_connection_extension(dst, OP_PING, nonce)
+            }
+            Frame::Pong { nonce } => {
+                debug_assert_eq!(self.mode, Mode::Extension);
+                Self::put_connection_extension(dst, OP_PONG, nonce)
             }
             Frame::UnknownExtension { id, op } => Self::put_extension(dst, id, op, None),
         }

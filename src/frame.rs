@@ -128,6 +128,17 @@ pub enum Frame {
         /// Additional credit in bytes, never 0.
         credit: u64,
     },
+    /// Extension op 2: the sender asks for a [`Frame::Pong`] with the same nonce (it times the
+    /// connection's round trip). About the connection, not a stream.
+    Ping {
+        /// Any value; the Pong carries it back.
+        nonce: u64,
+    },
+    /// Extension op 3: the answer to a [`Frame::Ping`].
+    Pong {
+        /// The Ping's nonce.
+        nonce: u64,
+    },
     /// An extension op this version does not know; receivers ignore it.
     UnknownExtension {
         /// The stream.
@@ -141,20 +152,14 @@ impl Frame {
     /// The same frame with its stream id as the other side names it: a frame we send, as the
     /// peer decodes it, and back.
     pub fn as_seen_by_peer(mut self) -> Self {
-        match &mut self {
-            Frame::NewStream { id, .. }
-            | Frame::Data { id, .. }
-            | Frame::Close { id }
-            | Frame::Reset { id, .. }
-            | Frame::CloseRead { id, .. }
-            | Frame::WindowUpdate { id, .. }
-            | Frame::UnknownExtension { id, .. } => *id = id.as_seen_by_peer(),
+        if let Some(id) = self.stream_id_mut() {
+            *id = id.as_seen_by_peer();
         }
         self
     }
 
-    /// The stream the frame is about.
-    pub fn stream_id(&self) -> StreamId {
+    /// The stream the frame is about; `None` for a frame about the connection (Ping, Pong).
+    pub fn stream_id(&self) -> Option<StreamId> {
         match self {
             Frame::NewStream { id, .. }
             | Frame::Data { id, .. }
@@ -162,7 +167,21 @@ impl Frame {
             | Frame::Reset { id, .. }
             | Frame::CloseRead { id, .. }
             | Frame::WindowUpdate { id, .. }
-            | Frame::UnknownExtension { id, .. } => *id,
+            | Frame::UnknownExtension { id, .. } => Some(*id),
+            Frame::Ping { .. } | Frame::Pong { .. } => None,
+        }
+    }
+
+    fn stream_id_mut(&mut self) -> Option<&mut StreamId> {
+        match self {
+            Frame::NewStream { id, .. }
+            | Frame::Data { id, .. }
+            | Frame::Close { id }
+            | Frame::Reset { id, .. }
+            | Frame::CloseRead { id, .. }
+            | Frame::WindowUpdate { id, .. }
+            | Frame::UnknownExtension { id, .. } => Some(id),
+            Frame::Ping { .. } | Frame::Pong { .. } => None,
         }
     }
 }
@@ -218,6 +237,8 @@ impl fmt::Debug for Frame {
                 .field("id", id)
                 .field("credit", credit)
                 .finish(),
+            Frame::Ping { nonce } => f.debug_struct("Ping").field("nonce", nonce).finish(),
+            Frame::Pong { nonce } => f.debug_struct("Pong").field("nonce", nonce).finish(),
             Frame::UnknownExtension { id, op } => f
                 .debug_struct("UnknownExtension")
                 .field("id", id)

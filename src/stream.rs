@@ -97,6 +97,23 @@ impl Stream {
         self.mode
     }
 
+    /// The stream's receive window: how much the peer may send before this side reads
+    /// (extension mode). It starts at 256 KiB and doubles while the stream consumes a whole
+    /// window in less than two round trips, up to [`Config::set_max_stream_window`]. `None` in
+    /// plain-mplex mode, which has no window, and once the connection has ended.
+    ///
+    /// [`Config::set_max_stream_window`]: crate::Config::set_max_stream_window
+    pub fn receive_window(&self) -> Option<u64> {
+        if self.mode == Mode::PlainMplex {
+            return None;
+        }
+        let shared = self.shared.lock();
+        if shared.core.closed().is_some() {
+            return None;
+        }
+        shared.core.receive_window(self.id)
+    }
+
     /// Closes the write direction: sends Close behind everything written, and resolves once it
     /// is flushed. The peer reads all the data, then EOF. Later writes fail with `BrokenPipe`.
     /// Idempotent. Once the peer has stopped reading (also while this call waits for the

@@ -113,6 +113,9 @@ fn extension_ops_have_the_documented_layout() {
             Frame::UnknownExtension { id: remote, op: 5 },
             vec![23, 1, 10],
         ),
+        // About the connection: stream 0, side 0; header 0<<3|7 = 7, op 2<<1 = 4, op 3<<1 = 6.
+        (Frame::Ping { nonce: 300 }, vec![7, 3, 4, 0xac, 0x02]),
+        (Frame::Pong { nonce: 0 }, vec![7, 2, 6, 0]),
     ];
     for (frame, bytes) in cases {
         assert_eq!(&encode(mode, frame.clone())[..], &bytes[..], "{frame:?}");
@@ -471,7 +474,9 @@ fn arb_frame(mode: Mode) -> impl Strategy<Value = Frame> {
             (arb_id(), any::<u64>()).prop_map(|(id, code)| Frame::Reset { id, code }),
             (arb_id(), any::<u64>()).prop_map(|(id, code)| Frame::CloseRead { id, code }),
             (arb_id(), 1u64..).prop_map(|(id, credit)| Frame::WindowUpdate { id, credit }),
-            (arb_id(), 2u64..1000).prop_map(|(id, op)| Frame::UnknownExtension { id, op }),
+            any::<u64>().prop_map(|nonce| Frame::Ping { nonce }),
+            any::<u64>().prop_map(|nonce| Frame::Pong { nonce }),
+            (arb_id(), 4u64..1000).prop_map(|(id, op)| Frame::UnknownExtension { id, op }),
         ]
         .boxed(),
     }

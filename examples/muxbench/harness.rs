@@ -426,3 +426,158 @@ pub async fn beside_flood(link: Link, flooded: usize, bytes: usize) -> f64 {
     drop(unread);
     bytes as f64 / (1 << 20) as f64 / elapsed.as_secs_f64()
 }
+
+/// What one run over a long link measured.
+#[derive(Debug, Clone)]
+pub struct LongLinkSample {
+    /// Round trips until a round trip's worth of data arrived at 90 % of the link rate.
+    pub round_trips_to_90: Option<usize>,
+    /// Over the second half of the run, as a share of the link rate.
+    pub second_half: f64,
+    /// Over the second half, the stream that moved most against the one that moved least.
+    pub fairness: Option<f64>,
+}
+
+/// `streams` streams write flat out over an emulated link (`rtt`, `bits_per_second`) for
+/// `round_trips` round trips, while the other side reads all it gets.
+pub async fn long_link(
+    kind: Muxer,
+    rtt: std::time::Duration,
+    bits_per_second: f64,
+    streams: usize,
+    round_trips: usize,
+) -> LongLinkSample {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let duration = rtt * round_trips as u32;
+    let (a, b) = crate::delay_line::link(rtt, bits_per_second);
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Instant::now();
+    // Each receiver counts what it reads, per round trip.
+    let count = move |mut r: Box<dyn futures::AsyncRead + Unpin + Send>| async move {
+        let mut bins = vec![0u64; round_trips + 1];
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            match r.read(&mut buf).await {
+                Ok(0) | Err(_) => return bins,
+                Ok(n) => {
+                    let bin = (start.elapsed().as_secs_f64() / rtt.as_secs_f64()) as usize;
+                    bins[bin.min(round_trips)] += n as u64;
+                }
+            }
+        }
+    };
+    let flat_out = move |mut w: Box<dyn futures::AsyncWrite + Unpin + Send>,
+                         stop: Arc<AtomicBool>| async move {
+        let chunk = vec![0x5au8; CHUNK];
+        while !stop.load(Ordering::Relaxed) {
+            if w.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        let _ = w.close().await;
+    };
+    let per_stream: Vec<Vec<u64>> = if kind == Muxer::None {
+        let writer = tokio::spawn(flat_out(a, stop.clone()));
+        let reader = tokio::spawn(count(b));
+        tokio::time::sleep(duration).await;
+        stop.store(true, Ordering::Relaxed);
+        writer.await.expect("writer");
+        vec![reader.await.expect("reader")]
+    } else {
+        let (a, b) = match kind {
+            Muxer::OursExtension => upgrade!(Config::default(), EXTENSION_PROTOCOL, a, b),
+            Muxer::OursPlain => upgrade!(Config::default(), MPLEX_PROTOCOL, a, b),
+            Muxer::LibMplex => upgrade!(libp2p_mplex::Config::default(), "/mplex/6.7.0", a, b),
+            Muxer::Yamux => upgrade!(libp2p_yamux::Config::default(), "/yamux/1.0.0", a, b),
+            Muxer::None => unreachable!(),
+        };
+        let (client, mut server) = (Arc::new(drive(a)), drive(b));
+        let mut writers = Vec::new();
+        for _ in 0..streams {
+            let stream = client.open().await;
+            writers.push(tokio::spawn(flat_out(Box::new(stream), stop.clone())));
+        }
+        let mut readers = Vec::new();
+        for _ in 0..streams {
+            readers.push(tokio::spawn(count(Box::new(server.accept().await))));
+        }
+        tokio::time::sleep(duration.saturating_sub(start.elapsed())).await;
+        stop.store(true, Ordering::Relaxed);
+        for writer in writers {
+            writer.await.expect("writer");
+        }
+        future::join_all(readers)
+            .await
+            .into_iter()
+            .map(|r| r.expect("reader"))
+            .collect()
+    };
+    let link_per_round_trip = bits_per_second / 8.0 * rtt.as_secs_f64();
+    let total: Vec<u64> = (0..round_trips)
+        .map(|i| per_stream.iter().map(|bins| bins[i]).sum())
+        .collect();
+    let round_trips_to_90 = total
+        .iter()
+        .position(|&bytes| bytes as f64 >= 0.9 * link_per_round_trip)
+        .map(|i| i + 1);
+    let half = round_trips / 2;
+    let second_half = total[half..].iter().sum::<u64>() as f64
+        / ((round_trips - half) as f64 * link_per_round_trip);
+    let moved: Vec<u64> = per_stream
+        .iter()
+        .map(|bins| bins[half..round_trips].iter().sum())
+        .collect();
+    let fairness = (streams > 1).then(|| {
+        let most = moved.iter().copied().max().unwrap_or(0) as f64;
+        let least = moved.iter().copied().min().unwrap_or(0).max(1) as f64;
+        most / least
+    });
+    LongLinkSample {
+        round_trips_to_90,
+        second_half,
+        fairness,
+    }
+}
+
+/// Ours, one stream writing flat out over an emulated link: the receiving stream's window
+/// after every read that changed it, as (seconds since the start, bytes).
+pub async fn window_over_time(
+    rtt: std::time::Duration,
+    bits_per_second: f64,
+    round_trips: usize,
+) -> Vec<(f64, u64)> {
+    use libp2p_mplex_halfclose::{Mode, Muxer as Ours};
+
+    let (a, b) = crate::delay_line::link(rtt, bits_per_second);
+    let (client, mut server) = (
+        drive(Ours::new(a, Config::default(), Mode::Extension)),
+        drive(Ours::new(b, Config::default(), Mode::Extension)),
+    );
+    let duration = rtt * round_trips as u32;
+    let mut writer = client.open().await;
+    let sender = tokio::spawn(async move {
+        let chunk = vec![0x5au8; CHUNK];
+        let start = Instant::now();
+        while start.elapsed() < duration {
+            writer.write_all(&chunk).await.expect("write");
+        }
+        writer.close().await.expect("close");
+    });
+    let mut reader = server.accept().await;
+    let start = Instant::now();
+    let mut buf = vec![0u8; CHUNK];
+    let mut points = vec![(0.0, reader.receive_window().unwrap_or(0))];
+    while reader.read(&mut buf).await.expect("read") > 0 {
+        let window = reader.receive_window().unwrap_or(0);
+        if points.last().is_some_and(|&(_, w)| w != window) {
+            points.push((start.elapsed().as_secs_f64(), window));
+        }
+    }
+    points.push((
+        start.elapsed().as_secs_f64(),
+        points.last().map_or(0, |p| p.1),
+    ));
+    sender.await.expect("sender");
+    points
+}

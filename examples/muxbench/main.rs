@@ -5,7 +5,13 @@
 //! cargo run --release --example muxbench                      # the full table
 //! cargo run --release --example muxbench -- --rounds 3 --mib 64 --json out.json --svg streams.svg
 //! cargo run --release --example muxbench -- --only "TCP" --muxers "ours,yamux" --threads 1
+//! cargo run --release --example muxbench -- --only none --long-link --window-svg window.svg
 //! ```
+//!
+//! `--long-link` adds runs over emulated long-distance links (20 ms at 1 Gbit/s, 100 ms at
+//! 100 Mbit/s; see `delay_line.rs`): one stream and 64 streams writing flat out, the round trips
+//! until the link is 90 % used, the rate over the second half and the fairness between streams;
+//! `--long-rounds n` repeats them, `--window-svg` plots our stream's receive window over time.
 //!
 //! Every muxer is driven through `StreamMuxer` with its default config, over an in-memory pipe
 //! (256 KiB) and over TCP on 127.0.0.1 with nodelay and no security, on a runtime with 2 worker
@@ -15,6 +21,7 @@
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
+mod delay_line;
 mod harness;
 
 use std::fmt::Write as _;
@@ -32,6 +39,9 @@ struct Args {
     json: Option<String>,
     svg: Option<String>,
     threads: usize,
+    /// Rounds of the long-link runs; none without `--long-link`.
+    long_rounds: usize,
+    window_svg: Option<String>,
 }
 
 impl Args {
@@ -53,6 +63,12 @@ impl Args {
             json: value("--json"),
             svg: value("--svg"),
             threads: number("--threads", 2),
+            long_rounds: if args.iter().any(|a| a == "--long-link") {
+                number("--long-rounds", 1)
+            } else {
+                0
+            },
+            window_svg: value("--window-svg"),
         }
     }
 
@@ -282,6 +298,184 @@ fn svg(sweep: &[(usize, Row)]) -> String {
     out + "</svg>\n"
 }
 
+/// The emulated long links: round trip, rate, and how many round trips a run lasts.
+const LONG_LINKS: [(u64, f64, usize); 2] = [(20, 1e9, 100), (100, 100e6, 40)];
+
+/// One stream, then 64, writing flat out over each long link, for every muxer, alternating.
+fn long_links(runtime: &tokio::runtime::Runtime, args: &Args) {
+    println!(
+        "\nlong links (emulated in process: a queue of one bandwidth-delay product, paced, then half the round trip each way);\n\
+         medians of {} rounds. Round trips until one carried 90% of the link rate; the rate over the run's second half;\n\
+         64 streams: their rate, and the stream that moved most over the one that moved least\n",
+        args.long_rounds
+    );
+    println!(
+        "{:<22}{:<22}{:>18}{:>16}{:>18}{:>12}",
+        "link", "muxer", "1 stream: to 90%", "2nd half", "64 streams", "fairness"
+    );
+    let muxers = [
+        Muxer::None,
+        Muxer::OursExtension,
+        Muxer::LibMplex,
+        Muxer::Yamux,
+    ];
+    for (rtt_ms, rate, round_trips) in LONG_LINKS {
+        let rtt = std::time::Duration::from_millis(rtt_ms);
+        let mut one: Vec<Vec<harness::LongLinkSample>> = vec![Vec::new(); muxers.len()];
+        let mut many: Vec<Vec<harness::LongLinkSample>> = vec![Vec::new(); muxers.len()];
+        for round in 0..args.long_rounds {
+            for offset in 0..muxers.len() {
+                let i = (round + offset) % muxers.len();
+                if !args.selects(muxers[i]) {
+                    continue;
+                }
+                let task = runtime.spawn(harness::long_link(muxers[i], rtt, rate, 1, round_trips));
+                one[i].push(runtime.block_on(task).expect("long link"));
+                if muxers[i] != Muxer::None {
+                    let task =
+                        runtime.spawn(harness::long_link(muxers[i], rtt, rate, 64, round_trips));
+                    many[i].push(runtime.block_on(task).expect("long link"));
+                }
+            }
+        }
+        let link = format!("{rtt_ms} ms, {:.0} Mbit/s", rate / 1e6);
+        for (i, muxer) in muxers.iter().enumerate() {
+            if one[i].is_empty() {
+                continue;
+            }
+            let to_90 = median(
+                one[i]
+                    .iter()
+                    .map(|s| s.round_trips_to_90.map_or(f64::INFINITY, |n| n as f64))
+                    .collect(),
+            );
+            let to_90 = if to_90.is_finite() {
+                format!("{to_90:.0} RTT")
+            } else {
+                "never".to_string()
+            };
+            let half = median(one[i].iter().map(|s| s.second_half).collect());
+            let (many_rate, fairness) = if many[i].is_empty() {
+                ("–".to_string(), "–".to_string())
+            } else {
+                (
+                    format!(
+                        "{:.1}%",
+                        100.0 * median(many[i].iter().map(|s| s.second_half).collect())
+                    ),
+                    format!(
+                        "{:.2}",
+                        median(many[i].iter().filter_map(|s| s.fairness).collect())
+                    ),
+                )
+            };
+            println!(
+                "{:<22}{:<22}{:>18}{:>15.1}%{:>18}{:>12}",
+                if i == 0 { link.as_str() } else { "" },
+                muxer.name(),
+                to_90,
+                100.0 * half,
+                many_rate,
+                fairness
+            );
+        }
+    }
+    if let Some(path) = &args.window_svg {
+        let traces: Vec<(String, Vec<(f64, u64)>)> = LONG_LINKS
+            .iter()
+            .map(|&(rtt_ms, rate, round_trips)| {
+                let rtt = std::time::Duration::from_millis(rtt_ms);
+                let task = runtime.spawn(harness::window_over_time(rtt, rate, round_trips));
+                let points = runtime.block_on(task).expect("window trace");
+                (format!("{rtt_ms} ms, {:.0} Mbit/s", rate / 1e6), points)
+            })
+            .collect();
+        for (name, points) in &traces {
+            let last = points.last().map_or(0, |p| p.1);
+            println!(
+                "window, {name}: {} steps, {} KiB at the end",
+                points.len(),
+                last / 1024
+            );
+        }
+        std::fs::write(path, window_svg(&traces)).expect("write the SVG");
+        println!("window plot written to {path}");
+    }
+}
+
+/// A step chart of one stream's receive window against time, one line per link.
+fn window_svg(traces: &[(String, Vec<(f64, u64)>)]) -> String {
+    let (width, height, left, bottom, top, right) = (800.0, 400.0, 70.0, 50.0, 40.0, 200.0);
+    let plot_w = width - left - right;
+    let plot_h = height - top - bottom;
+    let max_t = traces
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|p| p.0))
+        .fold(0.1, f64::max);
+    let max_w = traces
+        .iter()
+        .flat_map(|(_, p)| p.iter().map(|p| p.1 as f64 / (1 << 20) as f64))
+        .fold(1.0, f64::max)
+        .ceil();
+    let x = |t: f64| left + plot_w * t / max_t;
+    let y = |w: f64| top + plot_h * (1.0 - w / max_w);
+    let colours = ["#d62728", "#1f77b4"];
+    let mut out = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+         <text x=\"{}\" y=\"18\" text-anchor=\"middle\" font-size=\"14\">One stream's receive window over emulated long links (MiB)</text>\n",
+        width / 2.0
+    );
+    for tick in 0..=(max_w as usize) {
+        let w = tick as f64;
+        let _ = writeln!(
+            out,
+            "<line x1=\"{left}\" x2=\"{}\" y1=\"{1}\" y2=\"{1}\" stroke=\"#dddddd\"/><text x=\"{2}\" y=\"{3}\" text-anchor=\"end\">{w:.0}</text>",
+            left + plot_w,
+            y(w),
+            left - 6.0,
+            y(w) + 4.0
+        );
+    }
+    for tick in 0..=4 {
+        let t = max_t * tick as f64 / 4.0;
+        let _ = writeln!(
+            out,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{t:.1} s</text>",
+            x(t),
+            top + plot_h + 18.0
+        );
+    }
+    for (i, (name, points)) in traces.iter().enumerate() {
+        let mut path = Vec::new();
+        let mut last = None;
+        for &(t, w) in points {
+            let w = w as f64 / (1 << 20) as f64;
+            if let Some(previous) = last {
+                path.push(format!("{:.1},{:.1}", x(t), y(previous)));
+            }
+            path.push(format!("{:.1},{:.1}", x(t), y(w)));
+            last = Some(w);
+        }
+        let colour = colours[i % colours.len()];
+        let _ = writeln!(
+            out,
+            "<polyline fill=\"none\" stroke=\"{colour}\" stroke-width=\"2\" points=\"{}\"/>",
+            path.join(" ")
+        );
+        let ly = top + 20.0 * i as f64 + 10.0;
+        let _ = writeln!(
+            out,
+            "<line x1=\"{0}\" x2=\"{1}\" y1=\"{ly}\" y2=\"{ly}\" stroke=\"{colour}\" stroke-width=\"3\"/><text x=\"{2}\" y=\"{3}\">{name}</text>",
+            left + plot_w + 15.0,
+            left + plot_w + 35.0,
+            left + plot_w + 40.0,
+            ly + 4.0
+        );
+    }
+    out + "</svg>\n"
+}
+
 fn main() {
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -398,6 +592,9 @@ fn main() {
              {beside:.0} MiB/s; alone: {alone:.0} MiB/s; ratio {:.2}",
             beside / alone
         );
+    }
+    if args.long_rounds > 0 {
+        long_links(&runtime, &args);
     }
     let mut sweep = Vec::new();
     if args.svg.is_some() || args.json.is_some() {

@@ -106,7 +106,6 @@ impl Connection {
         let Some((data, len)) = take(entry) else {
             return match recv {
                 RecvState::Open if connection_open => {
-                    entry.recv_window.on_reader_blocked();
                     // The peer must know of the stream to send what this read waits for.
                     self.announce(id);
                     Ok(ReadOutcome::Blocked)
@@ -124,9 +123,13 @@ impl Connection {
                 .config
                 .max_connection_buffer
                 .saturating_sub(self.window_total);
-            entry
-                .recv_window
-                .on_consumed(released, self.config.max_stream_window, budget, now)
+            entry.recv_window.on_consumed(
+                released,
+                self.config.max_stream_window,
+                budget,
+                self.round_trip.get(),
+                now,
+            )
         } else {
             None
         };
@@ -134,13 +137,18 @@ impl Connection {
         self.buffered_frames -= frames_released;
         if let Some(grant) = grant {
             if grant.growth > 0 {
-                tracing::debug!(stream = %id, growth = grant.growth, "receive window grows");
+                let window = self.streams.get(&id).map(|e| e.recv_window.size());
+                tracing::debug!(stream = %id, growth = grant.growth, window, "receive window grows");
             }
             self.window_total += grant.growth;
             self.queue_control(Frame::WindowUpdate {
                 id,
                 credit: grant.credit,
             });
+            // The windows need the round trip: a Ping goes with a grant when one is due.
+            if let Some(nonce) = self.round_trip.ping_due(grant.at) {
+                self.queue_control(Frame::Ping { nonce });
+            }
         }
         self.resume_reading_if_drained();
         Ok(ReadOutcome::Data(data))

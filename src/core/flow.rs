@@ -1,16 +1,19 @@
 //! Window accounting for the extension's per-stream flow control.
 //!
 //! Each direction of each stream starts with [`INITIAL_WINDOW`] bytes of credit. The receiver
-//! grants more with WindowUpdate frames as the application reads. The window grows (doubles)
-//! when it is what limits the stream, so that one stream alone can fill a long, fast link, and
-//! never beyond the configured per-stream maximum or the connection-wide budget.
+//! grants more with WindowUpdate frames as the application consumes data (as the memory holding
+//! it is released), once half the window is consumed.
 //!
-//! "What limits the stream" is judged against the round-trip time, which the window measures
-//! itself: a grant sent to a sender that had no credit left is answered by data one round trip
-//! later. If the reader then drains that data in less than a round trip, the stream spends
-//! most of its time waiting for credit: the window is too small for the link. On a link whose
-//! round trip is short next to the time a window takes to drain (a local pipe), the window
-//! stays small and keeps the data in cache: growing it there made transfers 20–40 % slower.
+//! **How the window grows.** A stream that consumes half its window in less than two round trips
+//! of the connection, twice in a row, is held back by its window, not by its reader or its
+//! link: the window doubles, up to the configured maximum and within the connection's budget.
+//! It so settles between four and eight bandwidth-delay products of what the stream actually
+//! moves: a stream on a long fast link grows to fill it (a doubling every round trip or so), a
+//! slow reader keeps a window of its own pace (its consumption takes longer), and a stream
+//! nobody reads never grows (it consumes nothing). The round trip is measured with Ping and Pong
+//! (see `rtt`); until it is known, windows keep their size. This is the rule of QUIC
+//! implementations and of yamux, asked twice in a row, so that a reader that drains its whole
+//! buffer in one burst after a pause does not count as fast.
 
 /// Credit each direction of each stream has when it opens, fixed by the protocol.
 pub const INITIAL_WINDOW: u64 = 256 * 1024;
@@ -18,6 +21,12 @@ pub const INITIAL_WINDOW: u64 = 256 * 1024;
 /// The largest credit a sender may hold on one stream; a WindowUpdate that would go beyond it is a
 /// protocol violation.
 pub const MAX_CREDIT: u64 = u32::MAX as u64;
+
+/// Credit goes back once half the window, or this much, has been consumed, whichever is less:
+/// a large window is refilled in steps, so that a sender on a long link never waits for half
+/// of it to come back (a stream then needs a window of its bandwidth-delay product plus one
+/// step, not twice that product).
+pub(crate) const GRANT_STEP: u64 = 1024 * 1024;
 
 use std::time::{Duration, Instant};
 
@@ -30,26 +39,23 @@ pub(crate) struct RecvWindow {
     size: u64,
     /// Bytes the application has consumed that have not been granted back yet.
     consumed: u64,
-    /// Since the last grant, data arrived that left the sender with a quarter window or less.
-    sender_ran_low: bool,
-    /// Since the last grant, the reader found the buffer empty and had to wait for data.
-    reader_waited: bool,
-    /// The last data used up the sender's credit: it waits for a grant.
-    sender_blocked: bool,
-    /// A grant made to a blocked sender: the next data arrives one round trip after it.
-    rtt_probe: Option<Instant>,
-    /// The latest round-trip time measured that way, and when that data arrived.
-    rtt: Option<Duration>,
-    answered_at: Option<Instant>,
+    /// When the half window being timed began to be consumed (the grant that ended the last
+    /// one), and how much has been consumed since.
+    timed_from: Option<Instant>,
+    consumed_since: u64,
+    /// The last half window was consumed in less than two round trips.
+    last_half_fast: bool,
 }
 
-/// A decision of [`RecvWindow::on_consumed`]: how much credit to send, and by how much the
-/// window grew (which the connection charges to its budget).
+/// A decision of [`RecvWindow::on_consumed`]: how much credit to send, by how much the window
+/// grew (which the connection charges to its budget), and when (the connection times its Pings
+/// from it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[must_use]
 pub(crate) struct Grant {
     pub(crate) credit: u64,
     pub(crate) growth: u64,
+    pub(crate) at: Instant,
 }
 
 impl RecvWindow {
@@ -58,12 +64,9 @@ impl RecvWindow {
             remaining: INITIAL_WINDOW,
             size: INITIAL_WINDOW,
             consumed: 0,
-            sender_ran_low: false,
-            reader_waited: false,
-            sender_blocked: false,
-            answered_at: None,
-            rtt_probe: None,
-            rtt: None,
+            timed_from: None,
+            consumed_since: 0,
+            last_half_fast: false,
         }
     }
 
@@ -73,76 +76,69 @@ impl RecvWindow {
     }
 
     /// Takes `len` bytes of credit for data arriving now; `Err(credit)` if the peer had too
-    /// little. `now` is asked only when this data answers a grant (it times the round trip).
-    pub(crate) fn on_data(&mut self, len: u64, now: impl FnOnce() -> Instant) -> Result<(), u64> {
+    /// little.
+    pub(crate) fn on_data(&mut self, len: u64) -> Result<(), u64> {
         match self.remaining.checked_sub(len) {
             Some(rest) => {
                 self.remaining = rest;
-                self.sender_ran_low |= rest <= self.size / 4;
-                self.sender_blocked = rest == 0;
-                if let Some(granted) = self.rtt_probe.take() {
-                    let now = now();
-                    self.rtt = Some(now.saturating_duration_since(granted));
-                    self.answered_at = Some(now);
-                }
                 Ok(())
             }
             None => Err(self.remaining),
         }
     }
 
-    /// The reader found nothing to read: it waits for the sender.
-    pub(crate) fn on_reader_blocked(&mut self) {
-        self.reader_waited = true;
-    }
-
-    /// The application consumed `len` bytes. `now` is asked only for a grant to a blocked
-    /// sender (which times the round trip).
+    /// The application consumed `len` bytes. `now` is asked only when a grant is due.
     ///
-    /// Grants credit once half a window has been consumed. The window doubles, bounded by
-    /// `max_size` and by `budget` (the growth the connection can still afford), when it is what
-    /// limits the stream: the sender used up its credit and waits, the reader found the buffer
-    /// empty and waited, *and* the data that answered the last such grant drained in less than
-    /// a round trip. A slow reader always finds data, so its window stays small; a local pipe
-    /// drains a window in longer than its round trip, so its window stays small too; a fast
-    /// reader on a long link makes it grow.
+    /// Grants credit once half a window, or [`GRANT_STEP`], has been consumed. At a grant, once
+    /// half a window has been consumed since the last time it was timed: if that took less
+    /// than two round trips (`rtt`, when known), and so did the half before it, the window
+    /// doubles, bounded by `max_size` and by `budget` (the growth the connection can still
+    /// afford); the next half window is timed from there.
     pub(crate) fn on_consumed(
         &mut self,
         len: u64,
         max_size: u64,
         budget: u64,
+        rtt: Option<Duration>,
         now: impl FnOnce() -> Instant,
     ) -> Option<Grant> {
         self.consumed += len;
-        if self.consumed < self.size / 2 {
+        self.consumed_since += len;
+        if self.consumed < (self.size / 2).min(GRANT_STEP) {
             return None;
         }
-        let mut waiting_dominates = false;
-        if self.sender_blocked {
-            let now = now();
-            waiting_dominates = match (self.answered_at, self.rtt) {
-                (Some(answered), Some(rtt)) => now.saturating_duration_since(answered) < rtt,
-                _ => false,
-            };
-            // This grant is what the sender waits for: its answer times the round trip.
-            self.rtt_probe = Some(now);
-            self.answered_at = None;
-            self.sender_blocked = false;
+        let now = now();
+        let mut growth = 0;
+        match self.timed_from {
+            None => {
+                self.timed_from = Some(now);
+                self.consumed_since = 0;
+            }
+            Some(from) if self.consumed_since >= self.size / 2 => {
+                let elapsed = now.saturating_duration_since(from);
+                let fast = rtt.is_some_and(|rtt| elapsed < 2 * rtt);
+                if fast && self.last_half_fast {
+                    growth = self
+                        .size
+                        .min(max_size.saturating_sub(self.size))
+                        .min(budget);
+                }
+                self.last_half_fast = fast;
+                self.timed_from = Some(now);
+                self.consumed_since = 0;
+            }
+            Some(_) => {}
         }
-        let growth = if self.sender_ran_low && self.reader_waited && waiting_dominates {
-            self.size
-                .min(max_size.saturating_sub(self.size))
-                .min(budget)
-        } else {
-            0
-        };
-        self.sender_ran_low = false;
-        self.reader_waited = false;
         self.size += growth;
         let credit = self.consumed + growth;
         self.consumed = 0;
         self.remaining += credit;
-        Some(Grant { credit, growth })
+        debug_assert!(self.remaining <= MAX_CREDIT);
+        Some(Grant {
+            credit,
+            growth,
+            at: now,
+        })
     }
 }
 
@@ -150,40 +146,25 @@ impl RecvWindow {
 mod tests {
     use super::*;
 
-    /// Simulates a transfer: the sender sends all its credit as soon as a grant reaches it, the
-    /// data arrives one round trip `rtt` after the grant, and the reader drains 64 KiB every
-    /// `per_chunk`. Returns the window size after `steps` reads.
-    fn simulate(rtt: Duration, per_chunk: Duration, max: u64, budget: u64, steps: usize) -> u64 {
-        const CHUNK: u64 = 64 * 1024;
+    const CHUNK: u64 = 64 * 1024;
+
+    /// A reader that consumes `CHUNK` every `per_chunk`, as fast as data comes (the sender
+    /// always has data and credit enough), on a connection with round trip `rtt`. Returns the
+    /// window size after `chunks` reads.
+    fn consume(
+        rtt: Option<Duration>,
+        per_chunk: Duration,
+        max: u64,
+        budget: u64,
+        chunks: usize,
+    ) -> u64 {
         let mut w = RecvWindow::new();
-        let start = Instant::now();
-        let mut clock = start;
-        let mut in_flight = std::collections::VecDeque::from([(start + rtt / 2, INITIAL_WINDOW)]);
-        let mut buffered = 0;
         let mut budget = budget;
-        for _ in 0..steps {
-            if buffered == 0 {
-                w.on_reader_blocked();
-                let (at, n) = in_flight.pop_front().expect("credit is never withheld");
-                clock = clock.max(at);
-                w.on_data(n, || at).unwrap();
-                buffered += n;
-            }
-            let n = buffered.min(CHUNK);
+        let mut clock = Instant::now();
+        for _ in 0..chunks {
             clock += per_chunk;
-            // Data that arrived while the reader was busy.
-            while let Some(&(at, more)) = in_flight.front() {
-                if at > clock {
-                    break;
-                }
-                in_flight.pop_front();
-                w.on_data(more, || at).unwrap();
-                buffered += more;
-            }
-            buffered -= n;
-            if let Some(grant) = w.on_consumed(n, max, budget, || clock) {
+            if let Some(grant) = w.on_consumed(CHUNK, max, budget, rtt, || clock) {
                 budget -= grant.growth;
-                in_flight.push_back((clock + rtt, grant.credit));
             }
         }
         w.size()
@@ -192,68 +173,48 @@ mod tests {
     #[test]
     fn data_within_credit_is_accepted_and_beyond_is_refused() {
         let mut w = RecvWindow::new();
-        let now = Instant::now();
-        assert_eq!(w.on_data(INITIAL_WINDOW - 1, || now), Ok(()));
-        assert_eq!(w.on_data(2, || now), Err(1));
-        assert_eq!(w.on_data(1, || now), Ok(()));
-        assert_eq!(w.on_data(1, || now), Err(0));
+        assert_eq!(w.on_data(INITIAL_WINDOW - 1), Ok(()));
+        assert_eq!(w.on_data(2), Err(1));
+        assert_eq!(w.on_data(1), Ok(()));
+        assert_eq!(w.on_data(1), Err(0));
     }
 
     #[test]
     fn no_grant_before_half_a_window_is_consumed() {
         let mut w = RecvWindow::new();
         let now = Instant::now();
-        w.on_data(INITIAL_WINDOW / 2, || now).unwrap();
-        w.on_reader_blocked();
+        let rtt = Some(Duration::from_secs(1));
+        w.on_data(INITIAL_WINDOW / 2).unwrap();
         assert_eq!(
-            w.on_consumed(INITIAL_WINDOW / 2 - 1, u64::MAX, u64::MAX, || now),
+            w.on_consumed(INITIAL_WINDOW / 2 - 1, u64::MAX, u64::MAX, rtt, || now),
             None
         );
-        let grant = w.on_consumed(1, u64::MAX, u64::MAX, || now).unwrap();
-        // The sender still held half its credit: the window is not what limits it.
-        assert_eq!(
-            grant,
-            Grant {
-                credit: INITIAL_WINDOW / 2,
-                growth: 0
-            }
-        );
-        assert_eq!(w.size(), INITIAL_WINDOW);
+        let grant = w.on_consumed(1, u64::MAX, u64::MAX, rtt, || now).unwrap();
+        // The first grant starts timing the window: no growth yet.
+        assert_eq!((grant.credit, grant.growth), (INITIAL_WINDOW / 2, 0));
     }
 
     #[test]
-    fn on_a_long_link_the_window_doubles_up_to_the_maximum() {
-        // 50 ms round trip, a reader draining 64 KiB in 10 µs: the window is the bottleneck.
+    fn a_window_consumed_within_two_round_trips_doubles_up_to_the_maximum() {
+        // 50 ms round trip; 64 KiB every 100 µs (640 MB/s): a window drains far faster.
         let max = 16 * INITIAL_WINDOW;
-        let size = simulate(
-            Duration::from_millis(50),
-            Duration::from_micros(10),
+        let size = consume(
+            Some(Duration::from_millis(50)),
+            Duration::from_micros(100),
             max,
             u64::MAX,
-            5_000,
+            10_000,
         );
         assert_eq!(size, max);
     }
 
     #[test]
-    fn on_a_local_pipe_the_window_stays_small() {
-        // 20 µs round trip, 16 µs per 64 KiB (4 GB/s): the pipe sets the pace, not the window.
-        let size = simulate(
-            Duration::from_micros(20),
-            Duration::from_micros(16),
-            u64::MAX,
-            u64::MAX,
-            5_000,
-        );
-        assert_eq!(size, INITIAL_WINDOW);
-    }
-
-    #[test]
-    fn a_slow_reader_never_grows_the_window() {
-        // 50 ms round trip, but 64 KiB take the reader 100 ms: the reader is the bottleneck.
-        let size = simulate(
-            Duration::from_millis(50),
-            Duration::from_millis(100),
+    fn a_slow_reader_keeps_its_window() {
+        // 50 ms round trip; 64 KiB every 60 ms: half a window takes 120 ms, over two round
+        // trips.
+        let size = consume(
+            Some(Duration::from_millis(50)),
+            Duration::from_millis(60),
             u64::MAX,
             u64::MAX,
             1_000,
@@ -262,14 +223,64 @@ mod tests {
     }
 
     #[test]
+    fn a_reader_settles_at_the_window_its_pace_needs() {
+        // 50 ms round trip, 64 KiB every 1 ms (64 MB/s): half a window of W bytes takes
+        // W / 128 KiB ms, so it grows while that is under 100 ms: to 16 MiB (128 ms), not beyond.
+        let size = consume(
+            Some(Duration::from_millis(50)),
+            Duration::from_millis(1),
+            u64::MAX,
+            u64::MAX,
+            10_000,
+        );
+        assert_eq!(size, 16 << 20);
+    }
+
+    #[test]
+    fn without_a_round_trip_time_the_window_keeps_its_size() {
+        let size = consume(None, Duration::from_micros(1), u64::MAX, u64::MAX, 10_000);
+        assert_eq!(size, INITIAL_WINDOW);
+    }
+
+    #[test]
     fn growth_is_limited_by_the_connection_budget() {
-        let size = simulate(
-            Duration::from_millis(50),
-            Duration::from_micros(10),
+        let size = consume(
+            Some(Duration::from_millis(50)),
+            Duration::from_micros(100),
             u64::MAX,
             1000,
-            5_000,
+            10_000,
         );
         assert_eq!(size, INITIAL_WINDOW + 1000);
+    }
+
+    #[test]
+    fn a_reader_that_drains_its_window_in_one_burst_after_a_pause_does_not_grow_it() {
+        let rtt = Some(Duration::from_millis(10));
+        let mut w = RecvWindow::new();
+        let mut clock = Instant::now();
+        for _ in 0..100 {
+            // A second of nothing, then the whole window at once.
+            clock += Duration::from_secs(1);
+            for _ in 0..INITIAL_WINDOW / CHUNK {
+                let _ = w.on_consumed(CHUNK, u64::MAX, u64::MAX, rtt, || clock);
+            }
+        }
+        assert_eq!(w.size(), INITIAL_WINDOW);
+    }
+
+    #[test]
+    fn the_credit_never_exceeds_what_the_protocol_allows() {
+        let rtt = Some(Duration::from_secs(1));
+        let mut w = RecvWindow::new();
+        let clock = Instant::now();
+        let chunk = 1 << 20;
+        for _ in 0..20_000 {
+            let chunk = w.remaining.min(chunk);
+            w.on_data(chunk).unwrap();
+            let _ = w.on_consumed(chunk, MAX_CREDIT, u64::MAX, rtt, || clock);
+            assert!(w.remaining <= MAX_CREDIT && w.size() <= MAX_CREDIT);
+        }
+        assert_eq!(w.size(), MAX_CREDIT);
     }
 }

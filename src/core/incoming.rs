@@ -24,7 +24,20 @@ impl Connection {
         if let Some(e) = &self.closed {
             return Err(e.clone());
         }
+        let extension_only = matches!(
+            frame,
+            Frame::CloseRead { .. }
+                | Frame::WindowUpdate { .. }
+                | Frame::Ping { .. }
+                | Frame::Pong { .. }
+                | Frame::UnknownExtension { .. }
+        );
         let result = match frame {
+            // The decoder refuses flag 7 in plain mplex; a core fed frames some other way
+            // must not answer them with frames plain mplex cannot carry.
+            _ if extension_only && self.mode == Mode::PlainMplex => {
+                Err(ProtocolViolation::ExtensionFrameInPlainMode)
+            }
             Frame::NewStream { id, .. } => self.on_new_stream(id),
             Frame::Data { id, data } => self.on_data(id, data),
             Frame::Close { id } => {
@@ -40,6 +53,18 @@ impl Connection {
                 Ok(())
             }
             Frame::WindowUpdate { id, credit } => self.on_window_update(id, credit),
+            Frame::Ping { nonce } => {
+                // Answers are bounded like every control frame (see `wants_frames`).
+                self.queue_control(Frame::Pong { nonce });
+                Ok(())
+            }
+            Frame::Pong { nonce } => {
+                let now = self.clock();
+                if !self.round_trip.on_pong(nonce, now()) {
+                    tracing::debug!(nonce, "ignoring a pong that answers no ping");
+                }
+                Ok(())
+            }
             Frame::UnknownExtension { id, op } => {
                 tracing::debug!(stream = %id, op, "ignoring unknown extension op");
                 Ok(())
@@ -81,7 +106,6 @@ impl Connection {
 
     fn on_data(&mut self, id: StreamId, data: Bytes) -> Result<(), ProtocolViolation> {
         let mode = self.mode;
-        let now = self.clock();
         let Some(entry) = known_stream(&mut self.streams, id) else {
             tracing::trace!(stream = %id, "discarding data for unknown stream");
             return Ok(());
@@ -91,13 +115,14 @@ impl Connection {
         // than was granted, also after our close-read, its own Close or a reset (PROTOCOL.md,
         // sections 5 and 7). Data the stream no longer reads is then discarded.
         if mode == Mode::Extension {
-            entry.recv_window.on_data(len, now).map_err(|credit| {
-                ProtocolViolation::CreditExceeded {
+            entry
+                .recv_window
+                .on_data(len)
+                .map_err(|credit| ProtocolViolation::CreditExceeded {
                     stream: id,
                     credit,
                     len,
-                }
-            })?;
+                })?;
         }
         if entry.recv != RecvState::Open {
             tracing::trace!(stream = %id, "discarding data for a stream that no longer reads");

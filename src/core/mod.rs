@@ -12,6 +12,7 @@ mod flow;
 mod incoming;
 mod outbox;
 mod recv_buffer;
+mod rtt;
 mod stream;
 
 use std::{
@@ -124,6 +125,8 @@ pub struct Connection {
     buffered_frames: u64,
     /// Sum of the receive windows of all streams (extension mode).
     window_total: u64,
+    /// The round-trip time, for the windows (extension mode).
+    round_trip: rtt::RoundTrip,
     /// Plain mplex with [`MaxBufferBehaviour::Block`]: the stream whose full buffer stops reading.
     blocking_stream: Option<StreamId>,
     refused_in_a_row: u64,
@@ -154,6 +157,7 @@ impl Connection {
             buffered_total: 0,
             buffered_frames: 0,
             window_total: 0,
+            round_trip: rtt::RoundTrip::default(),
             blocking_stream: None,
             refused_in_a_row: 0,
             closed: None,
@@ -188,6 +192,13 @@ impl Connection {
     /// Bytes received and not yet read, over all streams.
     pub fn buffered_bytes(&self) -> u64 {
         self.buffered_total
+    }
+
+    /// A stream's receive window: the credit its peer holds when the reader has caught up
+    /// (extension mode; it grows for a stream that its window holds back, see `Config`).
+    /// `None` for a stream the connection does not know.
+    pub fn receive_window(&self, id: StreamId) -> Option<u64> {
+        self.streams.get(&id).map(|entry| entry.recv_window.size())
     }
 
     /// Bytes kept for received data, over all streams: the unread bytes, plus the read part of

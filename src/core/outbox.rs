@@ -24,11 +24,20 @@ impl Connection {
                 Frame::Data { data, .. } => self.release_data(data.len()),
                 _ => self.control_frames -= 1,
             }
-            let id = frame.stream_id();
-            if let Some(entry) = self.streams.get_mut(&id) {
-                entry.last_transmit_seq = self.transmitted_seq;
-                entry.last_control_transmit_seq = self.transmitted_seq;
-                self.forget_if_drained(id);
+            match frame.stream_id() {
+                Some(id) => {
+                    if let Some(entry) = self.streams.get_mut(&id) {
+                        entry.last_transmit_seq = self.transmitted_seq;
+                        entry.last_control_transmit_seq = self.transmitted_seq;
+                        self.forget_if_drained(id);
+                    }
+                }
+                None => {
+                    if let Frame::Ping { nonce } = frame {
+                        let now = self.clock();
+                        self.round_trip.on_ping_sent(nonce, now());
+                    }
+                }
             }
             return Some(frame);
         }
@@ -162,7 +171,7 @@ impl Connection {
             _ => self.control_frames += 1,
         }
         self.control_queued_seq += 1;
-        if let Some(entry) = self.streams.get_mut(&frame.stream_id()) {
+        if let Some(entry) = frame.stream_id().and_then(|id| self.streams.get_mut(&id)) {
             entry.last_control_seq = self.control_queued_seq;
         }
         tracing::trace!(?frame, "queue control frame");

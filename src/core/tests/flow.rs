@@ -131,7 +131,7 @@ fn streams_take_turns_and_a_flat_out_writer_cannot_shut_out_another() {
     assert_eq!(p.a.write(a2, b"me too").unwrap(), WriteOutcome::Written(6));
     let order: Vec<StreamId> = std::iter::from_fn(|| p.a.poll_transmit())
         .filter(|f| matches!(f, Frame::Data { .. }))
-        .map(|f| f.stream_id())
+        .filter_map(|f| f.stream_id())
         .take(3)
         .collect();
     assert_eq!(order, vec![a1, a2, a1]);

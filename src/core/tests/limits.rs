@@ -226,3 +226,54 @@ fn one_byte_frames_are_cut_as_they_leave_not_kept_one_buffer_each() {
     assert_eq!(frames, 100);
     assert_eq!(read_all(&mut p.b, b).0, (0..100u8).collect::<Vec<_>>());
 }
+
+#[test]
+fn a_plain_mplex_core_refuses_extension_frames_fed_to_it_directly() {
+    for frame in [
+        Frame::Ping { nonce: 1 },
+        Frame::Pong { nonce: 1 },
+        Frame::WindowUpdate {
+            id: StreamId::local(0),
+            credit: 1,
+        },
+    ] {
+        let mut conn = Connection::new(Mode::PlainMplex, Config::default());
+        assert!(matches!(
+            conn.handle_frame(frame),
+            Err(ConnectionError::ProtocolViolation(
+                ProtocolViolation::ExtensionFrameInPlainMode
+            ))
+        ));
+        // Nothing to send: plain mplex has no answer for them.
+        assert_eq!(conn.poll_transmit(), None);
+    }
+}
+
+#[test]
+fn a_ping_is_answered_with_its_nonce_and_pongs_time_the_round_trip() {
+    let mut p = Pair::new(Mode::Extension);
+    let (a, b) = p.open();
+    let start = std::time::Instant::now();
+    p.a.set_time(start);
+    p.b.set_time(start);
+    // Half a window read: b grants credit, and a Ping goes with its first grant.
+    write_all(&mut p.a, a, &vec![1u8; INITIAL_WINDOW as usize / 2]);
+    p.deliver();
+    let _ = read_all(&mut p.b, b);
+    let sent: Vec<Frame> = std::iter::from_fn(|| p.b.poll_transmit()).collect();
+    assert!(matches!(
+        sent.as_slice(),
+        [Frame::WindowUpdate { .. }, Frame::Ping { nonce: 0 }]
+    ));
+    // The Pong comes back 30 ms later.
+    for frame in sent {
+        p.a.handle_frame(frame.as_seen_by_peer()).unwrap();
+    }
+    assert_eq!(p.a.poll_transmit(), Some(Frame::Pong { nonce: 0 }));
+    p.b.set_time(start + std::time::Duration::from_millis(30));
+    p.b.handle_frame(Frame::Pong { nonce: 0 }).unwrap();
+    assert_eq!(
+        p.b.round_trip.get(),
+        Some(std::time::Duration::from_millis(30))
+    );
+}
