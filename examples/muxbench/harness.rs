@@ -493,15 +493,22 @@ pub async fn long_link(
             Muxer::None => unreachable!(),
         };
         let (client, mut server) = (Arc::new(drive(a)), drive(b));
+        // Each stream is read from the moment it arrives, so that what the application reads
+        // is what the link carried (a muxer without flow control would otherwise let data
+        // pile up on the receiving side, read later at more than the link's rate).
+        let acceptor = tokio::spawn(async move {
+            let mut readers = Vec::new();
+            for _ in 0..streams {
+                readers.push(tokio::spawn(count(Box::new(server.accept().await))));
+            }
+            readers
+        });
         let mut writers = Vec::new();
         for _ in 0..streams {
             let stream = client.open().await;
             writers.push(tokio::spawn(flat_out(Box::new(stream), stop.clone())));
         }
-        let mut readers = Vec::new();
-        for _ in 0..streams {
-            readers.push(tokio::spawn(count(Box::new(server.accept().await))));
-        }
+        let readers = acceptor.await.expect("acceptor");
         tokio::time::sleep(duration.saturating_sub(start.elapsed())).await;
         stop.store(true, Ordering::Relaxed);
         for writer in writers {
