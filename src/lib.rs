@@ -85,8 +85,11 @@
 //! # Ok(()) }
 //! ```
 //!
-//! To offer yamux too, preferring ours: `(libp2p_mplex_halfclose::Config::default,
-//! libp2p::yamux::Config::default)` in place of the muxer above. On a hand-built transport:
+//! Next to yamux, use `|| libp2p_mplex_halfclose::Config::default().preferred_over(libp2p::yamux::Config::default())`
+//! in place of the muxer above ([`Config::preferred_over`]): the extension with peers that have
+//! it, yamux with every peer that has yamux, plain mplex only with peers that have nothing else.
+//! (The tuple `(Config::default, yamux::Config::default)` would settle on plain mplex with a
+//! peer that has mplex and yamux.) On a hand-built transport:
 //! `transport.upgrade(Version::V1).authenticate(noise).multiplex(libp2p_mplex_halfclose::Config::new())`.
 //! `cargo run --release --example demo` runs a longer walk-through, close-read included.
 //!
@@ -300,3 +303,4 @@ pub use error::{ConnectionError, ProtocolViolation, StreamError};
 pub use frame::{Frame, MAX_FRAME_BODY, MAX_STREAM_NUM, Mode, Opener, StreamId};
 pub use muxer::Muxer;
 pub use stream::Stream;
+pub use upgrade::{PreferredOver, PreferredOverProtocol};

@@ -26,16 +26,13 @@ fn swarm_with_ours() -> Swarm<libp2p_stream::Behaviour> {
         .build()
 }
 
-fn swarm_with_tuple() -> Swarm<libp2p_stream::Behaviour> {
+fn swarm_next_to_yamux() -> Swarm<libp2p_stream::Behaviour> {
     libp2p::SwarmBuilder::with_new_identity()
         .with_tokio()
         .with_tcp(
             tcp::Config::default().nodelay(true),
             noise::Config::new,
-            (
-                libp2p_mplex_halfclose::Config::default,
-                yamux::Config::default,
-            ),
+            || libp2p_mplex_halfclose::Config::default().preferred_over(yamux::Config::default()),
         )
         .unwrap()
         .with_behaviour(|_| libp2p_stream::Behaviour::new())
@@ -144,16 +141,19 @@ async fn a_16_mib_transfer_arrives_byte_for_byte() {
 }
 
 #[tokio::test]
-async fn the_tuple_with_yamux_works_in_a_swarm() {
+async fn next_to_yamux_works_in_a_swarm() {
     within(async {
-        let (mut control, peer) = echo_pair(swarm_with_tuple(), swarm_with_tuple()).await;
-        assert_eq!(echo(&mut control, peer, b"tuple".to_vec()).await, b"tuple");
+        let (mut control, peer) = echo_pair(swarm_next_to_yamux(), swarm_next_to_yamux()).await;
+        assert_eq!(
+            echo(&mut control, peer, b"beside".to_vec()).await,
+            b"beside"
+        );
     })
     .await;
 }
 
 #[tokio::test]
-async fn a_node_with_ours_talks_to_a_node_with_only_yamux_through_the_tuple() {
+async fn a_node_with_ours_next_to_yamux_talks_to_a_node_with_only_yamux() {
     within(async {
         let yamux_only = libp2p::SwarmBuilder::with_new_identity()
             .with_tokio()
@@ -167,7 +167,7 @@ async fn a_node_with_ours_talks_to_a_node_with_only_yamux_through_the_tuple() {
             .unwrap()
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
             .build();
-        let (mut control, peer) = echo_pair(yamux_only, swarm_with_tuple()).await;
+        let (mut control, peer) = echo_pair(yamux_only, swarm_next_to_yamux()).await;
         assert_eq!(
             echo(&mut control, peer, b"fallback".to_vec()).await,
             b"fallback"
