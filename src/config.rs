@@ -58,7 +58,7 @@ pub enum MaxBufferBehaviour {
 ///
 /// | what | bound |
 /// |---|---|
-/// | unread data, extension mode | each stream its window (256 KiB, growing up to [`set_max_stream_window`](Config::set_max_stream_window) while the sum of windows fits in [`set_max_connection_buffer`](Config::set_max_connection_buffer)): `max(budget, streams × 256 KiB)` in all, plus 1/128 of it and 8 KiB per stream with unread data, however the peer cuts its frames |
+/// | unread data, extension mode | each stream its window (256 KiB, growing up to [`set_max_stream_window`](Config::set_max_stream_window) while the sum of windows, with the initial window of every stream that may still open, fits in [`set_max_connection_buffer`](Config::set_max_connection_buffer)): `max(budget, stream limit × 256 KiB)` in all, whichever streams grew first, plus 1/128 of it and 8 KiB per stream with unread data, however the peer cuts its frames |
 /// | unread data, plain mplex | [`set_max_buffer_size`](Config::set_max_buffer_size) (32) frames per stream and the connection budget, each exceeded by at most one frame before [`MaxBufferBehaviour`] applies. Frames are kept as they came (the limit counts them), so each counts its length plus 64 bytes against the budget, what keeping it costs: the budget bounds memory however small the frames |
 /// | a frame being read | its body (at most 1 MiB), grown as it arrives, beside a 64 KiB read buffer |
 /// | written data | [`set_send_buffer_size`](Config::set_send_buffer_size) (128 KiB) plus one frame (at most [`set_split_send_size`](Config::set_split_send_size), 64 KiB) per stream, dropped streams included until their data is sent (writes under 8 KiB are gathered, so they cost their bytes); beside it, 256 KiB being written to the socket, in buffers of up to twice that. Then writers wait, and opening waits at the stream limit |
@@ -166,8 +166,9 @@ impl Config {
     /// default, as yamux's, fills 100 ms at 1 Gbit/s (12.5 MB) and 20 ms at 5 Gbit/s, and on a
     /// 300 ms link moves 56 MB/s per stream. A window grows only while the stream consumes
     /// half of it in under two round trips, twice in a row (PROTOCOL.md §6): a slow reader
-    /// keeps a window of its pace, and a stream nobody reads keeps 256 KiB, so a larger maximum
-    /// costs memory only where a stream uses it, within
+    /// keeps a window of its pace (if the peer answers Pings promptly: one that delays its
+    /// Pongs looks far away), and a stream nobody reads keeps 256 KiB, so a larger maximum
+    /// costs memory only where a stream uses it, and never beyond
     /// [`set_max_connection_buffer`](Config::set_max_connection_buffer).
     pub fn set_max_stream_window(&mut self, bytes: u64) -> &mut Self {
         self.max_stream_window = bytes.clamp(crate::core::INITIAL_WINDOW, crate::core::MAX_CREDIT);
@@ -175,8 +176,10 @@ impl Config {
     }
 
     /// The receive buffer budget of one connection (default 64 MiB). In extension mode windows
-    /// only grow while the sum of all streams' windows fits in it; each stream always has the
-    /// initial 256 KiB, so the bound is `max(budget, streams × 256 KiB)`. In plain-mplex mode
+    /// only grow while the sum of all streams' windows, plus the initial 256 KiB of every
+    /// stream that may still open under [`set_max_num_streams`](Config::set_max_num_streams),
+    /// fits in it; each stream always has the initial 256 KiB, so the bound is
+    /// `max(budget, stream limit × 256 KiB)`, whichever streams grew first. In plain-mplex mode
     /// exceeding it triggers the [`MaxBufferBehaviour`] on the stream that received the data;
     /// there each buffered frame counts 64 bytes more than its length (see the memory table).
     pub fn set_max_connection_buffer(&mut self, bytes: u64) -> &mut Self {

@@ -98,8 +98,8 @@ impl Stream {
     }
 
     /// The stream's receive window: how much the peer may send before this side reads
-    /// (extension mode). It starts at 256 KiB and doubles while the stream consumes a whole
-    /// window in less than two round trips, up to [`Config::set_max_stream_window`]. `None` in
+    /// (extension mode). It starts at 256 KiB and doubles when the stream consumed half of it in
+    /// under two round trips, twice in a row, up to [`Config::set_max_stream_window`]. `None` in
     /// plain-mplex mode, which has no window, and once the connection has ended.
     ///
     /// [`Config::set_max_stream_window`]: crate::Config::set_max_stream_window

@@ -19,9 +19,9 @@ mod common;
 use std::{
     collections::HashMap,
     io::{self, ErrorKind},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::Stdio,
-    sync::OnceLock,
+    sync::{Mutex, OnceLock},
     time::Duration,
 };
 
@@ -34,6 +34,7 @@ use libp2p::{
     core::{
         Endpoint,
         multiaddr::Protocol,
+        muxing::StreamMuxerBox,
         transport::{DialOpts, ListenerId, PortUse, TransportEvent},
         upgrade::Version,
     },
@@ -56,8 +57,32 @@ const SENT_SEED: u8 = 3;
 const TEST_BOUND: Duration = Duration::from_secs(20);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn we_dial_the_js_peer() {
-    let mut js = JsPeer::start(&["listen"]).await;
+async fn we_dial_js_libp2p_2() {
+    we_dial_the_js_peer(JsLine::V2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_libp2p_2_dials_us() {
+    the_js_peer_dials_us(JsLine::V2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn we_dial_js_libp2p_3() {
+    we_dial_the_js_peer(JsLine::V3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_libp2p_3_dials_us() {
+    the_js_peer_dials_us(JsLine::V3).await;
+}
+
+/// js-libp2p 3.x's mplex closes the connection when the other side opens more than 5 streams
+/// a second (`the_js_libp2p_3_mplex_closes_a_connection_that_opens_streams_fast` pins it); the
+/// runs below open 100 at once, so they raise that rate.
+const UNLIMITED_NEW_STREAMS: [&str; 2] = ["--new-stream-rate", "1000000"];
+
+async fn we_dial_the_js_peer(line: JsLine) {
+    let mut js = JsPeer::start(line, &[&["listen"][..], &UNLIMITED_NEW_STREAMS].concat()).await;
     let line = js.next_line().await;
     let addr: Multiaddr = line
         .strip_prefix("listening ")
@@ -83,8 +108,7 @@ async fn we_dial_the_js_peer() {
         .expect("interop run ended in time");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_js_peer_dials_us() {
+async fn the_js_peer_dials_us(line: JsLine) {
     let (mut transport, peer_id) = our_transport();
     transport
         .listen_on(ListenerId::next(), "/ip4/127.0.0.1/tcp/0".parse().unwrap())
@@ -94,7 +118,12 @@ async fn the_js_peer_dials_us() {
             break listen_addr.with(Protocol::P2p(peer_id));
         }
     };
-    let js = JsPeer::start(&["dial", &addr.to_string()]).await;
+    let addr = addr.to_string();
+    let js = JsPeer::start(
+        line,
+        &[&["dial", &addr][..], &UNLIMITED_NEW_STREAMS].concat(),
+    )
+    .await;
     let accept = async {
         loop {
             if let TransportEvent::Incoming { upgrade, .. } = transport.select_next_some().await {
@@ -109,6 +138,253 @@ async fn the_js_peer_dials_us() {
     tokio::time::timeout(TEST_BOUND, exercise(muxer, js, "outbound"))
         .await
         .expect("interop run ended in time");
+}
+
+// --- mixed networks: our node next to yamux, against js peers that offer yamux too ---
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_to_yamux_we_keep_yamux_with_js_libp2p_2() {
+    mixed_network_cells(JsLine::V2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn next_to_yamux_we_keep_yamux_with_js_libp2p_3() {
+    mixed_network_cells(JsLine::V3).await;
+}
+
+/// Our recommended composition (`Config::default().preferred_over(yamux)`) against a js peer
+/// that offers yamux and mplex in either order, or mplex alone, dialing and dialed: the muxer
+/// both sides agreed on, and echoes both ways on it.
+async fn mixed_network_cells(line: JsLine) {
+    // The js peer's muxers in its order; what we get when we dial, and when it dials us.
+    let cells = [
+        ("yamux,mplex", "/yamux/1.0.0", "/yamux/1.0.0"),
+        // It dials preferring mplex: its choice. Dialed, it accepts what we prefer.
+        ("mplex,yamux", "/yamux/1.0.0", "/mplex/6.7.0"),
+        ("mplex", "/mplex/6.7.0", "/mplex/6.7.0"),
+    ];
+    for (muxers, we_dial, it_dials) in cells {
+        for (we_are_dialer, expected) in [(true, we_dial), (false, it_dials)] {
+            let cell = format!("{line:?}, js offers {muxers}, we dial: {we_are_dialer}");
+            tokio::time::timeout(
+                TEST_BOUND,
+                mixed_network_cell(line, muxers, we_are_dialer, expected, &cell),
+            )
+            .await
+            .unwrap_or_else(|_| panic!("{cell}: ended in time"));
+        }
+    }
+}
+
+async fn mixed_network_cell(
+    line: JsLine,
+    muxers: &str,
+    we_are_dialer: bool,
+    expected: &str,
+    cell: &str,
+) {
+    // Not the 16 MiB echo: over yamux, js-libp2p 3.x (@chainsafe/libp2p-yamux 8) sends frames as
+    // large as the window it was granted, and rust-libp2p's yamux refuses any over 1 MiB and
+    // closes the connection ("frame body is too large"), which a large, fast transfer between
+    // the two muxers can reach. That is between those two yamux implementations; see the README.
+    let options = [
+        &["--muxers", muxers, "--cases", "small-echo"][..],
+        &UNLIMITED_NEW_STREAMS,
+    ]
+    .concat();
+    let (mut transport, peer_id) = next_to_yamux_transport();
+    let (ours, mut js) = if we_are_dialer {
+        let mut js = JsPeer::start(line, &[&["listen"][..], &options].concat()).await;
+        let line = js.next_line().await;
+        let addr: Multiaddr = line
+            .strip_prefix("listening ")
+            .unwrap_or_else(|| panic!("js peer: expected its address, got {line:?}"))
+            .parse()
+            .expect("js peer's address");
+        let dial = transport
+            .dial(
+                addr,
+                DialOpts {
+                    role: Endpoint::Dialer,
+                    port_use: PortUse::New,
+                },
+            )
+            .expect("dial");
+        (dial.await.expect("connection to the js peer").1, js)
+    } else {
+        transport
+            .listen_on(ListenerId::next(), "/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .unwrap();
+        let addr = loop {
+            if let TransportEvent::NewAddress { listen_addr, .. } =
+                transport.select_next_some().await
+            {
+                break listen_addr.with(Protocol::P2p(peer_id)).to_string();
+            }
+        };
+        let js = JsPeer::start(line, &[&["dial", &addr][..], &options].concat()).await;
+        let accept = async {
+            loop {
+                if let TransportEvent::Incoming { upgrade, .. } = transport.select_next_some().await
+                {
+                    return upgrade.await;
+                }
+            }
+        };
+        (accept.await.expect("connection from the js peer").1, js)
+    };
+    let (protocol, muxer) = ours;
+    assert_eq!(protocol, expected, "{cell}: our side");
+    assert_eq!(
+        js.report("connection").await["muxer"],
+        expected,
+        "{cell}: the js side"
+    );
+    // Echoes both ways on that muxer: ours through the js peer's /echo, its own through ours.
+    let mut driven = drive(muxer);
+    let opener = driven.opener();
+    let ended = driven.ended.take().expect("the end of the connection");
+    let cell_name = cell.to_string();
+    tokio::spawn(async move {
+        if let Ok(why) = ended.await {
+            eprintln!("{cell_name}: our connection ended: {why}");
+        }
+    });
+    let server = tokio::spawn(async move {
+        loop {
+            let mut stream = driven.accept().await;
+            tokio::spawn(async move {
+                if accept_protocol(&mut stream, &[ECHO]).await.is_ok() {
+                    let mut data = Vec::new();
+                    stream.read_to_end(&mut data).await.expect("echo read");
+                    stream.write_all(&data).await.expect("echo write");
+                    stream.close().await.expect("echo close");
+                }
+            });
+        }
+    });
+    let mut stream = opener.open().await;
+    select_protocol(&mut stream, ECHO)
+        .await
+        .expect("our echo stream");
+    let data = pattern(1024 * 1024, 21);
+    let (mut r, mut w) = stream.split();
+    let writer = async {
+        w.write_all(&data).await.expect("our echo: write");
+        w.close().await.expect("our echo: close-write");
+    };
+    let mut back = Vec::new();
+    let ((), read) = future::join(writer, r.read_to_end(&mut back)).await;
+    read.expect("our echo: read");
+    assert!(back == data, "{cell}: our echo came back whole");
+    let report = js.report("js-echo").await;
+    assert_eq!(report["ok"], "true", "{cell}: {report:?}");
+    assert_eq!(js.report("js-echo-100").await["ok"], "true", "{cell}");
+    server.abort();
+}
+
+/// TCP + noise + our muxer next to yamux, as the README recommends; each connection says
+/// which protocol it runs.
+/// A transport whose connections say which muxer protocol they run.
+type LabelledTransport = libp2p::core::transport::Boxed<(PeerId, (&'static str, StreamMuxerBox))>;
+
+fn next_to_yamux_transport() -> (LabelledTransport, PeerId) {
+    let key = identity::Keypair::generate_ed25519();
+    let peer_id = key.public().to_peer_id();
+    let transport = tcp::tokio::Transport::new(tcp::Config::default().nodelay(true))
+        .upgrade(Version::V1)
+        .authenticate(noise::Config::new(&key).unwrap())
+        .multiplex(
+            Config::default()
+                .set_max_num_streams(512)
+                .clone()
+                .preferred_over(libp2p::yamux::Config::default()),
+        )
+        .map(|(peer, muxer), _| {
+            let protocol = match &muxer {
+                future::Either::Left(ours) if ours.mode() == Mode::Extension => {
+                    "/mplex-halfclose/1.0.0"
+                }
+                future::Either::Left(_) => "/mplex/6.7.0",
+                future::Either::Right(_) => "/yamux/1.0.0",
+            };
+            (peer, (protocol, StreamMuxerBox::new(muxer)))
+        })
+        .boxed();
+    (transport, peer_id)
+}
+
+// --- behaviour that differs between the js-libp2p lines ---
+
+/// js-libp2p 3.x's mplex gives up a connection on which the other side opens more than
+/// `disconnectThreshold` (5) streams in a second: it aborts its streams, says so in its log,
+/// and serves the connection no more, but leaves it open (our streams get no Reset and wait).
+/// 2.x did so only once its stream limit was reached. A node on plain mplex that opens 20
+/// streams at once keeps a 2.x peer and loses a 3.x one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_libp2p_3_mplex_gives_up_a_connection_that_opens_streams_fast() {
+    for line in [JsLine::V2, JsLine::V3] {
+        let (mut js, mut log) =
+            // The muxer's logger is named after its connection (`libp2p:tcp:connection:...`).
+            JsPeer::start_logging(line, &["listen", "--cases", "echo"], "libp2p:*").await;
+        let text = js.next_line().await;
+        let addr: Multiaddr = text
+            .strip_prefix("listening ")
+            .expect("the js peer's address")
+            .parse()
+            .expect("a multiaddr");
+        let (mut transport, _) = our_transport();
+        let dial = transport
+            .dial(
+                addr,
+                DialOpts {
+                    role: Endpoint::Dialer,
+                    port_use: PortUse::New,
+                },
+            )
+            .expect("dial");
+        let (_, muxer) = dial.await.expect("connection");
+        let driven = drive(muxer);
+        let opener = driven.opener();
+        let echoes = tokio::spawn(async move {
+            let opener = &opener;
+            future::join_all((0..20u8).map(|i| async move {
+                let mut stream = opener.open().await;
+                select_protocol(&mut stream, ECHO).await?;
+                stream.write_all(&[i; 100]).await?;
+                stream.close_write().await?;
+                let mut back = Vec::new();
+                stream.read_to_end(&mut back).await?;
+                io::Result::Ok(back == [i; 100])
+            }))
+            .await
+        });
+        match line {
+            JsLine::V2 => {
+                let results = tokio::time::timeout(TEST_BOUND, echoes)
+                    .await
+                    .expect("the echoes ended in time")
+                    .expect("echo task");
+                assert!(results.iter().all(|r| matches!(r, Ok(true))), "{results:?}");
+            }
+            JsLine::V3 => {
+                let said = async {
+                    while let Some(text) = log.next_line().await.expect("the js peer's stderr") {
+                        if text.contains("rate limit hit when opening too many new streams") {
+                            return text;
+                        }
+                    }
+                    panic!("the js peer exited without giving up the connection")
+                };
+                let said = tokio::time::timeout(TEST_BOUND, said)
+                    .await
+                    .expect("the js peer gave up the connection in time");
+                assert!(said.contains("closing remote connection"), "{said}");
+                echoes.abort();
+            }
+        }
+        drop(driven);
+    }
 }
 
 type Socket = libp2p::core::upgrade::Negotiated<
@@ -511,27 +787,57 @@ struct JsPeer {
 }
 
 impl JsPeer {
-    async fn start(args: &[&str]) -> JsPeer {
-        let dir = js_dir();
-        install_js_peer();
-        let mut child = Command::new("node")
+    async fn start(line: JsLine, args: &[&str]) -> JsPeer {
+        Self::spawn(line, args, None).0
+    }
+
+    /// Starts the peer with js-libp2p's debug log of `namespaces` on (the `DEBUG` variable of
+    /// the `debug` package), and returns its stderr's lines.
+    async fn start_logging(
+        line: JsLine,
+        args: &[&str],
+        namespaces: &str,
+    ) -> (JsPeer, Lines<BufReader<tokio::process::ChildStderr>>) {
+        let (peer, stderr) = Self::spawn(line, args, Some(namespaces));
+        (peer, stderr.expect("piped stderr"))
+    }
+
+    fn spawn(
+        line: JsLine,
+        args: &[&str],
+        debug: Option<&str>,
+    ) -> (
+        JsPeer,
+        Option<Lines<BufReader<tokio::process::ChildStderr>>>,
+    ) {
+        let dir = line.dir();
+        let node = line.node();
+        let mut command = Command::new(node);
+        command
             .arg("peer.mjs")
             .args(args)
             .current_dir(&dir)
             .stdin(Stdio::piped()) // the peer exits when this closes
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start node");
+            .kill_on_drop(true);
+        match debug {
+            Some(namespaces) => command.env("DEBUG", namespaces).stderr(Stdio::piped()),
+            None => command.stderr(Stdio::inherit()),
+        };
+        let mut child = command.spawn().expect("start node");
         let stdout = child.stdout.take().expect("piped stdout");
-        JsPeer {
+        let stderr = child
+            .stderr
+            .take()
+            .map(|stderr| BufReader::new(stderr).lines());
+        let peer = JsPeer {
             _child: child,
             lines: BufReader::new(stdout).lines(),
             pending: Vec::new(),
             failures: Vec::new(),
             done: false,
-        }
+        };
+        (peer, stderr)
     }
 
     /// The next line the peer prints.
@@ -593,44 +899,119 @@ fn parse_report(line: &str) -> Option<HashMap<String, String>> {
     Some(report)
 }
 
-fn js_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/js")
+/// A line of js-libp2p, with the Node.js it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum JsLine {
+    /// js-libp2p 2.10 (`tests/interop/js`), Node.js 20+: the line most deployed nodes run.
+    V2,
+    /// js-libp2p 3.x (`tests/interop/js3`), Node.js 22+: the current line.
+    V3,
 }
 
-/// Checks for Node.js 20+ and installs the js peer's packages from the lockfile if missing.
-/// Fails loudly without Node: this test must not pass by skipping.
-fn install_js_peer() {
-    static INSTALLED: OnceLock<()> = OnceLock::new();
-    INSTALLED.get_or_init(|| {
-        let version = std::process::Command::new("node")
-            .arg("--version")
-            .output()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "\n\n*** The js-libp2p interop test needs Node.js 20 or newer, and `node` \
-                     could not be run: {e}. Install Node.js 20+, or run `.ci/node`, which \
-                     fetches it from the npm registry and prints the directory to put on PATH. \
-                     ***\n\n"
-                )
-            });
-        let version = String::from_utf8_lossy(&version.stdout).trim().to_string();
-        let major: u32 = version
-            .trim_start_matches('v')
-            .split('.')
-            .next()
-            .and_then(|m| m.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected `node --version`: {version:?}"));
-        assert!(
-            major >= 20,
-            "the js-libp2p interop test needs Node.js 20+, found {version}"
-        );
-        if !js_dir().join("node_modules").exists() {
-            let status = std::process::Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(js_dir())
-                .status()
-                .expect("run npm ci in tests/interop/js");
-            assert!(status.success(), "npm ci in tests/interop/js failed");
+impl JsLine {
+    fn dir(self) -> PathBuf {
+        let name = match self {
+            JsLine::V2 => "tests/interop/js",
+            JsLine::V3 => "tests/interop/js3",
+        };
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(name)
+    }
+
+    fn node_major(self) -> u32 {
+        match self {
+            JsLine::V2 => 20,
+            JsLine::V3 => 22,
         }
-    });
+    }
+
+    /// The `node` to run this line's peer with, its packages installed. In order: the directory
+    /// in `MPLEX_HALFCLOSE_NODE<major>` (which `.ci/run` sets), the machine's `node` if new
+    /// enough, else `.ci/node <major>`, which fetches a pinned Node.js from the npm registry.
+    /// Fails loudly if none works: this test must not pass by skipping.
+    fn node(self) -> PathBuf {
+        static NODES: OnceLock<Mutex<HashMap<u32, PathBuf>>> = OnceLock::new();
+        let major = self.node_major();
+        let mut nodes = NODES.get_or_init(Mutex::default).lock().unwrap();
+        if let Some(node) = nodes.get(&major) {
+            return node.clone();
+        }
+        let from_env = std::env::var_os(format!("MPLEX_HALFCLOSE_NODE{major}"))
+            .map(|dir| PathBuf::from(dir).join("node"));
+        let node = match from_env {
+            Some(node) => node,
+            None if node_version(Path::new("node")).is_some_and(|v| v >= major) => {
+                PathBuf::from("node")
+            }
+            None => {
+                let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".ci/node");
+                let output = std::process::Command::new(&script)
+                    .args([
+                        &major.to_string(),
+                        self.dir().to_str().expect("a UTF-8 path"),
+                    ])
+                    .stderr(Stdio::inherit())
+                    .output()
+                    .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+                assert!(
+                    output.status.success(),
+                    "\n\n*** The js-libp2p interop test needs Node.js {major}+; `node` is older \
+                     or missing, and `.ci/node {major}` could not fetch it (output above). ***\n"
+                );
+                match String::from_utf8_lossy(&output.stdout).trim() {
+                    "" => PathBuf::from("node"),
+                    dir => PathBuf::from(dir).join("node"),
+                }
+            }
+        };
+        let version = node_version(&node);
+        assert!(
+            version.is_some_and(|v| v >= major),
+            "the {self:?} js peer needs Node.js {major}+, {} is {version:?}",
+            node.display()
+        );
+        if !self.dir().join("node_modules").exists() {
+            // npm from the same Node.js.
+            let npm = node.with_file_name("npm");
+            let npm = if npm.exists() {
+                npm
+            } else {
+                PathBuf::from("npm")
+            };
+            let mut path = std::env::var_os("PATH").unwrap_or_default();
+            if let Some(dir) = node.parent().filter(|d| !d.as_os_str().is_empty()) {
+                path = std::env::join_paths(
+                    std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&path)),
+                )
+                .expect("PATH");
+            }
+            let status = std::process::Command::new(npm)
+                .args(["ci", "--no-audit", "--no-fund"])
+                .env("PATH", path)
+                .current_dir(self.dir())
+                .status()
+                .expect("run npm ci");
+            assert!(
+                status.success(),
+                "npm ci in {} failed",
+                self.dir().display()
+            );
+        }
+        nodes.insert(major, node.clone());
+        node
+    }
+}
+
+/// The major version of the Node.js at `node`, if it runs.
+fn node_version(node: &Path) -> Option<u32> {
+    let output = std::process::Command::new(node)
+        .arg("--version")
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&output.stdout)
+        .trim()
+        .trim_start_matches('v')
+        .split('.')
+        .next()?
+        .parse()
+        .ok()
 }

@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::{
-    Connection, Event, ReadOutcome, WriteOutcome,
+    Connection, Event, INITIAL_WINDOW, ReadOutcome, WriteOutcome,
     stream::{QueueEnd, RecvState, SendState, StreamEntry},
 };
 use crate::{
@@ -90,6 +90,19 @@ impl Connection {
         let mode = self.mode;
         let connection_open = self.closed.is_none();
         let now = self.clock();
+        // Growth may use what the budget leaves once every stream that may still open has its
+        // initial window: windows never sum to more than `max(budget, limit × 256 KiB)`,
+        // whichever streams grew first (as yamux reserves its streams' initial credit).
+        let reserved = (self
+            .config
+            .max_num_streams
+            .saturating_sub(self.streams.len()) as u64)
+            .saturating_mul(INITIAL_WINDOW);
+        let growth_budget = self
+            .config
+            .max_connection_buffer
+            .saturating_sub(self.window_total)
+            .saturating_sub(reserved);
         let Some(entry) = self.streams.get_mut(&id) else {
             return Err(self.stale_stream_error());
         };
@@ -119,14 +132,10 @@ impl Connection {
         let released = (held_before - entry.received.held()) as u64;
         let frames_released = (frames_before - entry.received.frames()) as u64;
         let grant = if mode == Mode::Extension && recv == RecvState::Open && connection_open {
-            let budget = self
-                .config
-                .max_connection_buffer
-                .saturating_sub(self.window_total);
             entry.recv_window.on_consumed(
                 released,
                 self.config.max_stream_window,
-                budget,
+                growth_budget,
                 self.round_trip.get(),
                 now,
             )

@@ -11,7 +11,10 @@
 //! moves: a stream on a long fast link grows to fill it (a doubling every round trip or so), a
 //! slow reader keeps a window of its own pace (its consumption takes longer), and a stream
 //! nobody reads never grows (it consumes nothing). The round trip is measured with Ping and Pong
-//! (see `rtt`); until it is known, windows keep their size. This is the rule of QUIC
+//! (see `rtt`); until it is known, windows keep their size. A peer that delays its Pongs looks
+//! far away and so can make a slow reader's window grow: the connection's budget, from which
+//! growth is taken after every stream that may still open has its initial window (see
+//! `Connection::read_with`), is what bounds memory, not this rule. This is the rule of QUIC
 //! implementations and of yamux, asked twice in a row, so that a reader that drains its whole
 //! buffer in one burst after a pause does not count as fast.
 

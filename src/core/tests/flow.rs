@@ -190,3 +190,74 @@ fn credit_comes_back_for_memory_released_not_for_bytes_read() {
         WriteOutcome::Written(buf.len())
     );
 }
+
+/// Grows the window of stream `a` -> `b` as a long link does (10 ms each way, the reader taking
+/// everything at once), for `rounds` round trips.
+fn grow_over_a_long_link(
+    p: &mut Pair,
+    a: StreamId,
+    b: StreamId,
+    now: &mut std::time::Instant,
+    rounds: usize,
+) {
+    let chunk = vec![1u8; 64 * 1024];
+    let one_way = std::time::Duration::from_millis(10);
+    for _ in 0..rounds {
+        *now += one_way;
+        p.b.set_time(*now);
+        loop {
+            while let WriteOutcome::Written(_) = p.a.write(a, &chunk).unwrap() {}
+            if !carry(&mut p.a, &mut p.b, p.mode) {
+                break;
+            }
+            p.a.on_flushed(p.a.transmitted());
+        }
+        let _ = read_all(&mut p.b, b);
+        *now += one_way;
+        p.a.set_time(*now);
+        carry(&mut p.b, &mut p.a, p.mode);
+        p.b.on_flushed(p.b.transmitted());
+    }
+}
+
+#[test]
+fn windows_that_grew_first_leave_room_for_every_stream_that_may_still_open() {
+    // A budget of 16 MiB, 32 streams at most (8 MiB of initial windows), windows up to 8 MiB.
+    const MIB: u64 = 1 << 20;
+    let mut config = Config::default();
+    config
+        .set_max_connection_buffer(16 * MIB)
+        .set_max_num_streams(32)
+        .set_max_stream_window(8 * MIB);
+    let mut p = Pair::with_config(Mode::Extension, config);
+    let mut now = std::time::Instant::now();
+    // Two streams grow as far as they may...
+    let mut grown = Vec::new();
+    for _ in 0..2 {
+        let (a, b) = p.open();
+        grow_over_a_long_link(&mut p, a, b, &mut now, 100);
+        grown.push(b);
+    }
+    let windows: u64 = grown.iter().map(|b| p.b.receive_window(*b).unwrap()).sum();
+    assert!(windows > 2 * INITIAL_WINDOW, "they grew: {windows}");
+    // ...then the peer opens every stream it may and fills every window, and nobody reads.
+    let chunk = vec![2u8; 64 * 1024];
+    let mut all = Vec::new();
+    for _ in 0..30 {
+        all.push(p.open());
+    }
+    for &(a, _) in &all {
+        while let WriteOutcome::Written(_) = p.a.write(a, &chunk).unwrap() {
+            p.deliver();
+        }
+    }
+    assert_eq!(p.b.num_streams(), 32);
+    let bound = (16 * MIB).max(32 * INITIAL_WINDOW);
+    let total: u64 = grown
+        .iter()
+        .chain(all.iter().map(|(_, b)| b))
+        .map(|b| p.b.receive_window(*b).unwrap())
+        .sum();
+    assert!(total <= bound, "windows sum to {total}, bound {bound}");
+    assert!(p.b.held_bytes() <= bound, "{} bytes held", p.b.held_bytes());
+}

@@ -1,7 +1,12 @@
-// The js-libp2p peer of tests/interop_js.rs: TCP + noise + @libp2p/mplex, nothing else.
+// The js-libp2p 2.x peer of tests/interop_js.rs: TCP + noise + @libp2p/mplex, and optionally
+// @chainsafe/libp2p-yamux.
 //
-//   node peer.mjs listen          prints `listening <multiaddr>`, waits for one connection
-//   node peer.mjs dial <multiaddr>
+//   node peer.mjs listen [options]          prints `listening <multiaddr>`, waits for one connection
+//   node peer.mjs dial <multiaddr> [options]
+//
+//   --muxers mplex|yamux,mplex|mplex,yamux  the muxers it offers, in its order (default: mplex)
+//   --cases all|echo|small-echo             its own cases: all of them, the echoes only, or the
+//                                           echoes without the 16 MiB one
 //
 // On its connection it serves three protocols and, at the same time, runs its own cases against
 // the same three protocols on the Rust side:
@@ -20,6 +25,7 @@ import './node20.mjs'
 import { createLibp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { mplex } from '@libp2p/mplex'
+import { yamux } from '@chainsafe/libp2p-yamux'
 import { noise } from '@chainsafe/libp2p-noise'
 import { multiaddr } from '@multiformats/multiaddr'
 
@@ -202,15 +208,17 @@ async function echoRoundTrip (connection, length, seed) {
   return true
 }
 
-async function runOwnCases (connection) {
-  const cases = [
+async function runOwnCases (connection, which) {
+  const echoes = [
     ['js-echo', async () => ({ ok: await echoRoundTrip(connection, 1024 * 1024, 1) })],
     ['js-echo-100', async () => {
       const results = await Promise.all(
         Array.from({ length: 100 }, (_, i) => echoRoundTrip(connection, 64 * 1024 + i, i)))
       return { ok: results.every(Boolean), streams: results.length }
     }],
-    ['js-echo-16m', async () => ({ ok: await echoRoundTrip(connection, 16 * 1024 * 1024, 5) })],
+    ['js-echo-16m', async () => ({ ok: await echoRoundTrip(connection, 16 * 1024 * 1024, 5) })]
+  ]
+  const others = [
     ['js-resets', async () => {
       // The Rust side reads this stream; its read must fail as a reset.
       const stream = await connection.newStream(OBSERVE, STREAM_LIMITS)
@@ -243,6 +251,9 @@ async function runOwnCases (connection) {
       return { readEnd, status: stream.status }
     }]
   ]
+  const cases = which === 'echo'
+    ? echoes
+    : which === 'small-echo' ? echoes.filter(([name]) => name !== 'js-echo-16m') : [...echoes, ...others]
   for (const [name, run] of cases) {
     try {
       report({ case: name, ...(await run()) })
@@ -255,19 +266,30 @@ async function runOwnCases (connection) {
 
 // --- the node ---
 
-const [mode, target] = process.argv.slice(2)
+const args = process.argv.slice(2)
+const option = (name, fallback) => {
+  const at = args.indexOf(name)
+  return at === -1 ? fallback : args[at + 1]
+}
+const [mode, target] = args
 if (mode !== 'listen' && !(mode === 'dial' && target)) {
-  console.error('usage: node peer.mjs listen | dial <multiaddr>')
+  console.error('usage: node peer.mjs listen | dial <multiaddr> [--muxers ...] [--cases all|echo]')
   process.exit(2)
 }
+const muxerFactories = {
+  // Plain mplex has no flow control: a stream whose reader is slower than the network buffers
+  // what arrives, up to this limit, then resets. Large enough for the 16 MiB echo.
+  mplex: () => mplex({ maxStreamBufferSize: READ_BUFFER }),
+  yamux: () => yamux()
+}
+const muxers = option('--muxers', 'mplex').split(',').map((name) => muxerFactories[name]())
+const which = option('--cases', 'all')
 
 const node = await createLibp2p({
   addresses: { listen: mode === 'listen' ? ['/ip4/127.0.0.1/tcp/0'] : [] },
   transports: [tcp()],
   connectionEncrypters: [noise()],
-  // Plain mplex has no flow control: a stream whose reader is slower than the network buffers
-  // what arrives, up to this limit, then resets. Large enough for the 16 MiB echo.
-  streamMuxers: [mplex({ maxStreamBufferSize: READ_BUFFER })],
+  streamMuxers: muxers,
   // No pings: the Rust side serves only the three protocols above.
   connectionMonitor: { enabled: false }
 })
@@ -282,11 +304,11 @@ if (mode === 'listen') {
   node.addEventListener('connection:open', (event) => {
     const connection = event.detail
     report({ case: 'connection', muxer: connection.multiplexer, direction: connection.direction })
-    runOwnCases(connection)
+    runOwnCases(connection, which)
   }, { once: true })
   process.stdout.write(`listening ${node.getMultiaddrs()[0].toString()}\n`)
 } else {
   const connection = await node.dial(multiaddr(target))
   report({ case: 'connection', muxer: connection.multiplexer, direction: connection.direction })
-  runOwnCases(connection)
+  runOwnCases(connection, which)
 }
