@@ -175,3 +175,76 @@ async fn a_node_with_ours_next_to_yamux_talks_to_a_node_with_only_yamux() {
     })
     .await;
 }
+
+/// What swarm code can do today for close-read: it holds `libp2p_swarm::Stream`, which has no
+/// `close_read`, so it closes writing and drops the stream; in extension mode the drop sends
+/// CloseRead. The writer's next write fails with `BrokenPipe` (a stop, not a reset), and what
+/// the reader wrote before closing still arrives.
+#[tokio::test]
+async fn a_swarm_reader_stops_a_writer_by_closing_writing_and_dropping_the_stream() {
+    const DOWNLOAD: StreamProtocol = StreamProtocol::new("/download/1.0.0");
+    within(async {
+        let mut server = swarm_with_ours();
+        let mut client = swarm_with_ours();
+        server
+            .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+            .unwrap();
+        let addr: Multiaddr = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = server.select_next_some().await {
+                break address;
+            }
+        };
+        let server_peer = *server.local_peer_id();
+        let mut downloads = server.behaviour().new_control().accept(DOWNLOAD).unwrap();
+        tokio::spawn(async move {
+            loop {
+                server.select_next_some().await;
+            }
+        });
+        // The server writes a download that would never end, until its reader stops it.
+        let writer = tokio::spawn(async move {
+            let (_, mut stream) = downloads.next().await.unwrap();
+            let chunk = vec![7u8; 16 * 1024];
+            let mut sent = 0usize;
+            let error = loop {
+                if let Err(e) = stream.write_all(&chunk).await {
+                    break e;
+                }
+                sent += chunk.len();
+                assert!(sent < 1 << 30, "the writer was never stopped");
+            };
+            let mut said = Vec::new();
+            stream.read_to_end(&mut said).await.unwrap();
+            (error, said)
+        });
+        client.dial(addr).unwrap();
+        loop {
+            if let SwarmEvent::ConnectionEstablished { .. } = client.select_next_some().await {
+                break;
+            }
+        }
+        let mut control = client.behaviour().new_control();
+        tokio::spawn(async move {
+            loop {
+                client.select_next_some().await;
+            }
+        });
+        let mut stream = control.open_stream(server_peer, DOWNLOAD).await.unwrap();
+        let mut enough = vec![0u8; 256 * 1024];
+        stream.read_exact(&mut enough).await.unwrap();
+        stream.write_all(b"that is enough").await.unwrap();
+        stream.close().await.unwrap(); // close writing...
+        drop(stream); // ...then drop: CloseRead
+        let (error, said) = writer.await.unwrap();
+        assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe, "{error}");
+        assert!(
+            matches!(
+                libp2p_mplex_halfclose::StreamError::from_io(&error),
+                Some(libp2p_mplex_halfclose::StreamError::Stopped { .. })
+            ),
+            "{error:?}"
+        );
+        assert_eq!(said, b"that is enough");
+    })
+    .await;
+}
