@@ -1,6 +1,6 @@
 //! [`Config`]: limits, buffer behaviour and protocol ids.
 
-use crate::frame::MAX_FRAME_BODY;
+use crate::frame::{INITIAL_WINDOW, MAX_CREDIT, MAX_FRAME_BODY};
 
 /// The extension's protocol id, offered first.
 pub const EXTENSION_PROTOCOL: &str = "/mplex-halfclose/1.0.0";
@@ -171,7 +171,7 @@ impl Config {
     /// costs memory only where a stream uses it, and never beyond
     /// [`set_max_connection_buffer`](Config::set_max_connection_buffer).
     pub fn set_max_stream_window(&mut self, bytes: u64) -> &mut Self {
-        self.max_stream_window = bytes.clamp(crate::core::INITIAL_WINDOW, crate::core::MAX_CREDIT);
+        self.max_stream_window = bytes.clamp(INITIAL_WINDOW, MAX_CREDIT);
         self
     }
 

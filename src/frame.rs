@@ -12,6 +12,14 @@ pub const MAX_FRAME_BODY: usize = 1024 * 1024;
 /// Largest stream number: a frame header holds it in 61 bits, beside the 3-bit flag.
 pub const MAX_STREAM_NUM: u64 = (1 << 61) - 1;
 
+/// Credit each direction of each stream has when it opens, fixed by the protocol (extension
+/// mode).
+pub const INITIAL_WINDOW: u64 = 256 * 1024;
+
+/// The largest credit a sender may hold on one stream; a WindowUpdate that would go beyond it is a
+/// protocol violation (extension mode).
+pub const MAX_CREDIT: u64 = u32::MAX as u64;
+
 /// Which side of the connection opened a stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Opener {
@@ -19,6 +27,13 @@ pub enum Opener {
     Local,
     /// The peer opened the stream (we are its receiver).
     Remote,
+}
+
+impl Opener {
+    /// Whether this side opened the stream.
+    pub fn is_local(self) -> bool {
+        self == Opener::Local
+    }
 }
 
 /// A stream identifier as seen from this side of the connection.

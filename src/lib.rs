@@ -300,7 +300,9 @@ mod upgrade;
 pub use codec::Codec;
 pub use config::{Config, EXTENSION_PROTOCOL, MPLEX_PROTOCOL, MaxBufferBehaviour};
 pub use error::{ConnectionError, ProtocolViolation, StreamError};
-pub use frame::{Frame, MAX_FRAME_BODY, MAX_STREAM_NUM, Mode, Opener, StreamId};
+pub use frame::{
+    Frame, INITIAL_WINDOW, MAX_CREDIT, MAX_FRAME_BODY, MAX_STREAM_NUM, Mode, Opener, StreamId,
+};
 pub use muxer::Muxer;
 pub use stream::Stream;
 pub use upgrade::{PreferredOver, PreferredOverProtocol};

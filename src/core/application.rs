@@ -37,6 +37,23 @@ impl Connection {
         Ok(Some(id))
     }
 
+    /// Queues the NewStream of a stream we opened, if the peer does not know of it yet.
+    ///
+    /// [`Connection::open_stream`] sends nothing: a stream is announced with its first frame (a
+    /// write, a close of either direction, or a read that has to wait), as yamux does, or by this
+    /// call (the async layer makes it on a flush). A request then reaches the peer as one piece
+    /// (NewStream, Data, Close), which saves the peer a wake-up. A stream reset or dropped before
+    /// it is announced is never sent at all.
+    pub fn announce(&mut self, id: StreamId) {
+        if let Some(entry) = self.streams.get_mut(&id)
+            && !entry.announced
+        {
+            entry.announced = true;
+            let name = Bytes::from(id.num().to_string());
+            self.queue_control(Frame::NewStream { id, name });
+        }
+    }
+
     /// The next inbound stream, if one waits.
     pub fn accept(&mut self) -> Option<StreamId> {
         self.inbound.pop_front()
@@ -107,8 +124,8 @@ impl Connection {
             return Err(self.stale_stream_error());
         };
         let recv = entry.recv;
-        if let RecvState::Reset { code, by_peer } = recv {
-            return Err(StreamError::Reset { code, by_peer });
+        if let Some(reset) = recv.reset_error() {
+            return Err(reset);
         }
         if recv == RecvState::Stopped {
             return Ok(ReadOutcome::Eof);
@@ -190,11 +207,8 @@ impl Connection {
         let mode = self.mode;
         let split = self.config.split_send_size;
         let entry = self.live_entry(id)?;
-        match entry.send {
-            SendState::Open => {}
-            SendState::Closed => return Err(StreamError::WriteClosed),
-            SendState::Stopped { code } => return Err(StreamError::Stopped { code }),
-            SendState::Reset { code, by_peer } => return Err(StreamError::Reset { code, by_peer }),
+        if let Some(error) = entry.send.write_error() {
+            return Err(error);
         }
         if buf.is_empty() {
             return Ok(WriteOutcome::Written(0));
@@ -241,8 +255,7 @@ impl Connection {
                 self.queue_end(id, QueueEnd::Close);
                 Ok(())
             }
-            SendState::Closed | SendState::Stopped { .. } => Ok(()),
-            SendState::Reset { code, by_peer } => Err(StreamError::Reset { code, by_peer }),
+            state => state.reset_error().map_or(Ok(()), Err),
         }
     }
 
@@ -258,10 +271,11 @@ impl Connection {
         let mode = self.mode;
         let entry = self.live_entry(id)?;
         let recv = entry.recv;
-        match recv {
-            RecvState::Stopped => return Ok(()),
-            RecvState::Reset { code, by_peer } => return Err(StreamError::Reset { code, by_peer }),
-            RecvState::Open | RecvState::Finished => {}
+        if let Some(reset) = recv.reset_error() {
+            return Err(reset);
+        }
+        if recv == RecvState::Stopped {
+            return Ok(());
         }
         tracing::trace!(stream = %id, code, "closed for reading");
         entry.recv = RecvState::Stopped;

@@ -18,12 +18,7 @@
 //! implementations and of yamux, asked twice in a row, so that a reader that drains its whole
 //! buffer in one burst after a pause does not count as fast.
 
-/// Credit each direction of each stream has when it opens, fixed by the protocol.
-pub const INITIAL_WINDOW: u64 = 256 * 1024;
-
-/// The largest credit a sender may hold on one stream; a WindowUpdate that would go beyond it is a
-/// protocol violation.
-pub const MAX_CREDIT: u64 = u32::MAX as u64;
+pub use crate::frame::{INITIAL_WINDOW, MAX_CREDIT};
 
 /// Credit goes back once half the window, or this much, has been consumed, whichever is less:
 /// a large window is refilled in steps, so that a sender on a long link never waits for half

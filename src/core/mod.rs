@@ -28,7 +28,7 @@ use stream::{RecvState, SendState, StreamEntry};
 use crate::{
     config::Config,
     error::{ConnectionError, StreamError},
-    frame::{Frame, Mode, Opener, StreamId},
+    frame::{Frame, Mode, StreamId},
 };
 
 /// What the async layer must act on.
@@ -243,23 +243,6 @@ impl Connection {
 
     // ---------------------------------------------------------------- helpers
 
-    /// Queues the NewStream of a stream we opened, if the peer does not know of it yet.
-    ///
-    /// [`Connection::open_stream`] sends nothing: a stream is announced with its first frame (a
-    /// write, a close of either direction, or a read that has to wait), as yamux does, or by this
-    /// call (the async layer makes it on a flush). A request then reaches the peer as one piece
-    /// (NewStream, Data, Close), which saves the peer a wake-up. A stream reset or dropped before
-    /// it is announced is never sent at all.
-    pub fn announce(&mut self, id: StreamId) {
-        if let Some(entry) = self.streams.get_mut(&id)
-            && !entry.announced
-        {
-            entry.announced = true;
-            let name = Bytes::from(id.num().to_string());
-            self.queue_control(Frame::NewStream { id, name });
-        }
-    }
-
     fn check_open(&self) -> Result<(), ConnectionError> {
         match &self.closed {
             Some(e) => Err(e.clone()),
@@ -362,13 +345,6 @@ impl Connection {
         {
             self.blocking_stream = None;
         }
-    }
-}
-
-impl Opener {
-    /// Whether this side opened the stream.
-    pub fn is_local(self) -> bool {
-        self == Opener::Local
     }
 }
 

@@ -7,7 +7,7 @@
 
 use super::{
     Connection, Event, FlushWait,
-    stream::{QueueEnd, Queued, RecvState, SEND_GATHER_BELOW, SendState, StreamEntry},
+    stream::{QueueEnd, Queued, SEND_GATHER_BELOW, SendState, StreamEntry},
 };
 use crate::{
     error::StreamError,
@@ -129,27 +129,20 @@ impl Connection {
         };
         let flushed = match wait {
             FlushWait::Flush => match entry.send {
-                SendState::Reset { code, by_peer } => {
-                    return Some(Err(StreamError::Reset { code, by_peer }));
-                }
-                SendState::Stopped { code } => return Some(Err(StreamError::Stopped { code })),
                 // After our close, nothing the peer will read is left once it stopped reading.
                 SendState::Closed if entry.peer_stopped => true,
                 SendState::Open | SendState::Closed => self.is_flushed(id),
+                stopped_or_reset => return stopped_or_reset.write_error().map(Err),
             },
             FlushWait::CloseWrite => match entry.send {
-                SendState::Reset { code, by_peer } => {
-                    return Some(Err(StreamError::Reset { code, by_peer }));
-                }
+                SendState::Reset { .. } => return entry.send.reset_error().map(Err),
                 SendState::Stopped { .. } => true,
                 SendState::Closed if entry.peer_stopped => true,
                 SendState::Open | SendState::Closed => self.is_flushed(id),
             },
-            FlushWait::CloseRead => match entry.recv {
-                RecvState::Reset { code, by_peer } => {
-                    return Some(Err(StreamError::Reset { code, by_peer }));
-                }
-                _ => {
+            FlushWait::CloseRead => match entry.recv.reset_error() {
+                Some(reset) => return Some(Err(reset)),
+                None => {
                     self.mode == Mode::PlainMplex
                         || entry.peer_closed
                         || self.is_control_flushed(entry)

@@ -4,6 +4,8 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
+use crate::error::StreamError;
+
 use super::{
     flow::{INITIAL_WINDOW, RecvWindow},
     recv_buffer::{RecvBuffer, extend_gathering},
@@ -34,6 +36,36 @@ pub(crate) enum RecvState {
     Stopped,
     /// The stream was reset; buffered data was dropped and reads fail with `ConnectionReset`.
     Reset { code: u64, by_peer: bool },
+}
+
+impl SendState {
+    /// Why a write fails in this state; `None` while the direction is open.
+    pub(crate) fn write_error(self) -> Option<StreamError> {
+        match self {
+            SendState::Open => None,
+            SendState::Closed => Some(StreamError::WriteClosed),
+            SendState::Stopped { code } => Some(StreamError::Stopped { code }),
+            SendState::Reset { code, by_peer } => Some(StreamError::Reset { code, by_peer }),
+        }
+    }
+
+    /// The stream's reset, if it was reset.
+    pub(crate) fn reset_error(self) -> Option<StreamError> {
+        match self {
+            SendState::Reset { code, by_peer } => Some(StreamError::Reset { code, by_peer }),
+            _ => None,
+        }
+    }
+}
+
+impl RecvState {
+    /// The stream's reset, if it was reset (and the peer had not finished first).
+    pub(crate) fn reset_error(self) -> Option<StreamError> {
+        match self {
+            RecvState::Reset { code, by_peer } => Some(StreamError::Reset { code, by_peer }),
+            _ => None,
+        }
+    }
 }
 
 /// Everything the core keeps for one stream.
