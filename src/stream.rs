@@ -1,25 +1,21 @@
-//! [`Stream`]: one multiplexed stream, `AsyncRead + AsyncWrite` with half-close.
+//! [`Stream`]: one multiplexed stream, `AsyncRead + AsyncWrite` with half-close. It translates
+//! the I/O traits and the half-close calls into calls on its connection; when what they queue
+//! is sent is decided in `muxer::handle`.
 
 use std::{
     io,
     pin::Pin,
-    sync::{Arc, Weak},
     task::{Context, Poll},
 };
 
 use futures::{AsyncRead, AsyncWrite, future::poll_fn};
-use parking_lot::{Mutex, MutexGuard};
 
+#[cfg(doc)]
+use crate::error::StreamError;
 use crate::{
-    core::{Connection, FlushWait, ReadOutcome, WriteOutcome},
-    error::StreamError,
     frame::{Mode, StreamId},
-    muxer::{Pump, Shared},
+    muxer::handle::StreamHandle,
 };
-
-/// A stream sends queued frames from its own task only while at most this many bytes of data
-/// wait: bulk data goes through the driver, which takes turns between streams.
-const SEND_FROM_STREAM_LIMIT: usize = 16 * 1024;
 
 /// One stream of a [`crate::Muxer`].
 ///
@@ -55,41 +51,27 @@ const SEND_FROM_STREAM_LIMIT: usize = 16 * 1024;
 /// `ConnectionAborted` (the connection closed, or its transport broke or was reset) or the
 /// transport's own kind. The crate docs have the whole table.
 pub struct Stream {
-    id: StreamId,
-    shared: Arc<Mutex<Shared>>,
-    /// The connection's socket, for sending what this stream queues. Weak: the socket goes
-    /// with the muxer, also while streams are still held.
-    io: Weak<dyn Pump>,
+    handle: StreamHandle,
     mode: Mode,
 }
 
 impl std::fmt::Debug for Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Stream")
-            .field("id", &self.id)
+            .field("id", &self.handle.id())
             .field("mode", &self.mode)
             .finish()
     }
 }
 
 impl Stream {
-    pub(crate) fn new(
-        id: StreamId,
-        shared: Arc<Mutex<Shared>>,
-        io: Weak<dyn Pump>,
-        mode: Mode,
-    ) -> Self {
-        Self {
-            id,
-            shared,
-            io,
-            mode,
-        }
+    pub(crate) fn new(handle: StreamHandle, mode: Mode) -> Self {
+        Self { handle, mode }
     }
 
     /// The stream's id on this connection.
     pub fn id(&self) -> StreamId {
-        self.id
+        self.handle.id()
     }
 
     /// The protocol the connection speaks: whether close-read reaches the peer.
@@ -107,11 +89,7 @@ impl Stream {
         if self.mode == Mode::PlainMplex {
             return None;
         }
-        let shared = self.shared.lock();
-        if shared.core.closed().is_some() {
-            return None;
-        }
-        shared.core.receive_window(self.id)
+        self.handle.receive_window()
     }
 
     /// Closes the write direction: sends Close behind everything written, and resolves once it
@@ -136,7 +114,7 @@ impl Stream {
     ///
     /// As [`Stream::close_write`].
     pub fn poll_close_write(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.poll_call_flushed(cx, FlushWait::CloseWrite, |core, id| core.close_write(id))
+        self.handle.poll_close_write(cx)
     }
 
     /// Closes the read direction (stop-sending): unread data is dropped, later reads return
@@ -184,9 +162,7 @@ impl Stream {
         cx: &mut Context<'_>,
         code: u64,
     ) -> Poll<io::Result<()>> {
-        self.poll_call_flushed(cx, FlushWait::CloseRead, |core, id| {
-            core.close_read(id, code)
-        })
+        self.handle.poll_close_read(cx, code)
     }
 
     /// Resets the stream: both directions fail with `ConnectionReset` on both sides. Data not
@@ -199,61 +175,7 @@ impl Stream {
     /// [`Stream::reset`] with an error code the peer can read back (extension mode only; plain
     /// mplex has no room for it: the code is 0, on both sides).
     pub fn reset_with_code(&mut self, code: u64) {
-        let id = self.id;
-        let mut shared = self.shared.lock();
-        // Resetting a stream that is already reset, or whose connection is gone, has nothing
-        // left to do.
-        let _ = shared.stream_call(|core, _| core.reset(id, code));
-        // No task context here: the driver sends the Reset.
-        self.send_queued(shared, None);
-    }
-
-    /// Sends the frames waiting in the core: from this task when the socket is free and little
-    /// waits (a request, an answer, a close: this saves a wake-up of the driver's task), else
-    /// through the driver, which shares the socket fairly between streams.
-    fn send_queued(&self, mut shared: MutexGuard<'_, Shared>, cx: Option<&mut Context<'_>>) {
-        if !shared.core.has_transmit() {
-            return;
-        }
-        match cx {
-            Some(cx) if shared.core.queued_bytes() <= SEND_FROM_STREAM_LIMIT => {
-                drop(shared);
-                if let Some(io) = self.io.upgrade() {
-                    io.pump(&self.shared, cx);
-                }
-            }
-            _ => shared.wake_driver(),
-        }
-    }
-
-    /// Runs an application call on the core (see [`Shared::stream_call`]), then waits for what
-    /// it queued to reach the socket, as `wait` says (see `Connection::poll_flushed`: the call
-    /// also ends as soon as a reset, a stop, the peer's Close or the connection's end decides
-    /// it). What waits is sent from this task when the socket is free.
-    fn poll_call_flushed(
-        &self,
-        cx: &mut Context<'_>,
-        wait: FlushWait,
-        f: impl FnOnce(&mut Connection, StreamId) -> Result<(), StreamError>,
-    ) -> Poll<io::Result<()>> {
-        let id = self.id;
-        let mut shared = self.shared.lock();
-        if let Err(e) = shared.stream_call(|core, _| f(core, id)) {
-            return Poll::Ready(Err(e.into()));
-        }
-        if shared.core.has_transmit() {
-            // Send first, then wait: a flush by this very call must not wake this task.
-            self.send_queued(shared, Some(cx));
-            shared = self.shared.lock();
-        }
-        match shared.core.poll_flushed(id, wait) {
-            Some(outcome) => Poll::Ready(outcome.map_err(io::Error::from)),
-            None => {
-                shared.register_flush(id, cx.waker());
-                shared.wake_driver();
-                Poll::Pending
-            }
-        }
+        self.handle.reset(code)
     }
 }
 
@@ -266,22 +188,7 @@ impl AsyncRead for Stream {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        let id = self.id;
-        let mut shared = self.shared.lock();
-        let result = match shared
-            .stream_call(|core, pool| core.read_into(id, buf, |spent| pool.recycle(spent)))
-        {
-            Ok(ReadOutcome::Data(len)) => Poll::Ready(Ok(len)),
-            Ok(ReadOutcome::Eof) => Poll::Ready(Ok(0)),
-            Ok(ReadOutcome::Blocked) => {
-                shared.register_read(id, cx.waker());
-                Poll::Pending
-            }
-            Err(e) => Poll::Ready(Err(e.into())),
-        };
-        // A read may have granted the peer more credit.
-        self.send_queued(shared, Some(cx));
-        result
+        self.handle.poll_read(cx, buf)
     }
 }
 
@@ -291,50 +198,14 @@ impl AsyncWrite for Stream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let id = self.id;
-        let mut shared = self.shared.lock();
-        let result = match shared
-            .stream_call(|core, pool| core.write_with(id, buf, |data| pool.copy(data)))
-        {
-            Ok(WriteOutcome::Written(n)) => Poll::Ready(Ok(n)),
-            Ok(WriteOutcome::Blocked) => {
-                shared.register_write(id, cx.waker());
-                Poll::Pending
-            }
-            Err(e) => Poll::Ready(Err(e.into())),
-        };
-        // A little data on the only stream waits for what the task does next, as in a buffered
-        // writer: its flush, close or waiting read sends it from this task, together with what
-        // follows, in one piece (see `poll_call_flushed`); so does the connection's next send.
-        // Waking the driver's task for it would cost a round of that task per request. More
-        // data, or other streams on the connection, are the driver's at once: it gathers the
-        // frames of many streams into one write (8 streams opening and closing at once over TCP
-        // took 0.71 of libp2p-mplex's time when each sent its own, 0.58 this way).
-        if shared.core.queued_bytes() > SEND_FROM_STREAM_LIMIT || shared.core.num_streams() > 1 {
-            shared.wake_driver();
-        }
-        result
+        self.handle.poll_write(cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // A flush makes a stream we opened known to the peer, even before its first frame.
-        self.poll_call_flushed(cx, FlushWait::Flush, |core, id| {
-            core.announce(id);
-            Ok(())
-        })
+        self.handle.poll_flush(cx)
     }
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.get_mut().poll_close_write(cx)
-    }
-}
-
-impl Drop for Stream {
-    fn drop(&mut self) {
-        let id = self.id;
-        let mut shared = self.shared.lock();
-        shared.stream_call(|core, _| core.drop_stream(id));
-        shared.forget_stream(id);
-        self.send_queued(shared, None);
+        self.handle.poll_close_write(cx)
     }
 }

@@ -5,7 +5,11 @@ use std::{future, io};
 use futures::{AsyncRead, AsyncWrite};
 use libp2p_core::upgrade::{InboundConnectionUpgrade, OutboundConnectionUpgrade, UpgradeInfo};
 
-use crate::{Config, Muxer, config::EXTENSION_PROTOCOL, frame::Mode};
+use crate::{
+    config::{Config, EXTENSION_PROTOCOL},
+    frame::Mode,
+    muxer::Muxer,
+};
 
 impl Config {
     fn mode_for(&self, protocol: &str) -> Mode {

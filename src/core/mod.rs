@@ -112,9 +112,9 @@ pub struct Connection {
     /// Control frames queued so far, and taken by `poll_transmit` so far.
     control_queued_seq: u64,
     control_transmitted_seq: u64,
-    /// Frames taken by `poll_transmit` so far.
+    /// Frames taken by `poll_transmit` so far, and of those the async layer has written and
+    /// flushed (flush tracking: see the `outbox` module docs).
     transmitted_seq: u64,
-    /// Frames the async layer has written and flushed.
     flushed_seq: u64,
     /// Streams waiting for send buffer space to write.
     blocked_writers: Vec<StreamId>,
@@ -127,7 +127,8 @@ pub struct Connection {
     window_total: u64,
     /// The round-trip time, for the windows (extension mode).
     round_trip: rtt::RoundTrip,
-    /// Plain mplex with [`MaxBufferBehaviour::Block`]: the stream whose full buffer stops reading.
+    /// Plain mplex with [`MaxBufferBehaviour::Block`](crate::config::MaxBufferBehaviour::Block): the stream
+    /// whose full buffer stops reading.
     blocking_stream: Option<StreamId>,
     refused_in_a_row: u64,
     closed: Option<ConnectionError>,

@@ -4,6 +4,29 @@
 //! streams) go first, in the order they were queued. Then the streams with data take turns, one
 //! frame each (round-robin), so that a stream writing flat out cannot starve the others. A
 //! stream's Close waits in its own queue behind its data.
+//!
+//! # Flush tracking
+//!
+//! A stream's flush, close-write and close-read resolve when *that stream's* frames have been
+//! flushed to the socket, even while other streams keep the socket busy. One mechanism, in four
+//! places, does it:
+//!
+//! 1. **Numbering** (here): every frame [`Connection::poll_transmit`] hands out gets the next
+//!    sequence number, `transmitted_seq`. The stream it belongs to remembers the number of its
+//!    last frame (`StreamEntry::last_transmit_seq`, and `last_control_transmit_seq` for its
+//!    control frames, which a close-read waits for alone; see `core/stream.rs`).
+//! 2. **Marks** (`muxer/writer.rs`): after each batch of frames it encodes, the async layer's
+//!    writer records a mark: "the first [`Connection::transmitted`] frames end at byte N of the
+//!    outgoing byte stream".
+//! 3. **Flush** (`muxer/writer.rs`): when a socket flush completes, every mark whose bytes were
+//!    all written before it is covered; the writer reports the frame count of the last one.
+//! 4. **Report** (`muxer/socket.rs`, at the start of the next write round, under the `Shared`
+//!    lock): [`Connection::on_flushed`] with that count raises `flushed_seq`, and the tasks
+//!    waiting in a flush are woken; each asks [`Connection::poll_flushed`], which compares its
+//!    stream's last sequence number with `flushed_seq`.
+//!
+//! So a stream whose frames all left in an early batch is done after the first flush that
+//! follows, whatever is queued behind it.
 
 use super::{
     Connection, Event, FlushWait,

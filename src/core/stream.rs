@@ -86,7 +86,7 @@ pub(crate) struct StreamEntry {
     /// Sequence number of the last control frame (NewStream, CloseRead, ...) queued for it.
     pub(crate) last_control_seq: u64,
     /// Sequence number of the last frame of this stream handed to the socket, and of the last
-    /// of its control frames.
+    /// of its control frames (flush tracking: see the `core::outbox` module docs).
     pub(crate) last_transmit_seq: u64,
     pub(crate) last_control_transmit_seq: u64,
     /// The peer sent Close (whatever our receive direction was by then): it writes no more.

@@ -47,8 +47,7 @@ pub(crate) struct FrameWriter {
     encoded_bytes: u64,
     written_bytes: u64,
     /// After each batch: how many frames the core had handed out, and where their bytes end in
-    /// the outgoing byte stream. A flush covers the batches whose bytes were all written, so a
-    /// stream's flush completes even while other streams keep the buffer full.
+    /// the outgoing byte stream (flush tracking: see the `core::outbox` module docs).
     marks: VecDeque<(u64, u64)>,
     needs_flush: bool,
     /// Bodies the socket has taken, for the buffer pool.
