@@ -75,7 +75,10 @@ pub enum MaxBufferBehaviour {
 /// The setters never fail; out-of-range values are clamped, as each setter says. The upgrade
 /// itself never fails: a peer that offers none of our protocol ids (or only plain mplex, with
 /// the fallback off) fails in multistream-select, as a `NegotiationError` in libp2p's upgrade
-/// error, before the muxer starts.
+/// error, before the muxer starts. Under `Version::V1Lazy` (what `SwarmBuilder` uses) the
+/// dialer sends its last offer without waiting for the answer: it starts the muxer, may report
+/// the connection established, and sees it closed with an I/O error once the peer's refusal
+/// arrives. Every muxer behaves so under `V1Lazy`.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub(crate) max_num_streams: usize,
