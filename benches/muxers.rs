@@ -1,19 +1,10 @@
 //! Criterion benchmarks: our muxer in both modes against libp2p-mplex, libp2p-yamux and no muxer,
-//! over an in-memory pipe and TCP on 127.0.0.1, for each test of `examples/muxbench`:
+//! over an in-memory pipe and TCP on 127.0.0.1, for each test of muxbench (`tools/src/bin/muxbench.rs`):
 //! throughput with 1 and 64 streams, request/response latency, the stream open rate, and the
 //! memory an idle stream costs (in bytes, counted by the allocator, not timed).
 //!
 //! `cargo bench` (HTML report and plots under `target/criterion/report`). For one table with
-//! ratios, measured in one process round by round, run `cargo run --release --example muxbench`.
-
-#[path = "../tests/common/mod.rs"]
-mod common;
-#[path = "../examples/muxbench/delay_line.rs"]
-#[allow(dead_code)]
-mod delay_line;
-#[path = "../examples/muxbench/harness.rs"]
-#[allow(dead_code)]
-mod harness;
+//! ratios, measured in one process round by round, run `cargo run --release -p tools --bin muxbench`.
 
 use std::time::Duration;
 
@@ -21,10 +12,11 @@ use criterion::{
     Criterion, Throughput, criterion_group, criterion_main,
     measurement::{Measurement, ValueFormatter},
 };
-use harness::{Link, Muxer};
+use test_support::muxbench::{self, Link, Muxer};
 
 #[global_allocator]
-static ALLOCATOR: common::counting::CountingAllocator = common::counting::CountingAllocator;
+static ALLOCATOR: test_support::counting::CountingAllocator =
+    test_support::counting::CountingAllocator;
 
 const LINKS: [(Link, &str); 2] = [(Link::Memory, "memory pipe"), (Link::Tcp, "TCP")];
 
@@ -65,7 +57,7 @@ fn throughput(c: &mut Criterion) {
                             let mib = TOTAL as f64 / (1 << 20) as f64;
                             let sample = in_task(
                                 &runtime,
-                                harness::throughput(muxer, link, streams, TOTAL / streams),
+                                muxbench::throughput(muxer, link, streams, TOTAL / streams),
                             );
                             total += Duration::from_secs_f64(mib / sample.value);
                         }
@@ -87,7 +79,7 @@ fn request_response(c: &mut Criterion) {
                 b.iter_custom(|iters| {
                     let latencies = in_task(
                         &runtime,
-                        harness::request_response_latencies(muxer, link, iters as usize),
+                        muxbench::request_response_latencies(muxer, link, iters as usize),
                     );
                     Duration::from_secs_f64(latencies.iter().sum::<f64>() / 1e6)
                 })
@@ -106,7 +98,7 @@ fn open_close(c: &mut Criterion) {
             group.bench_function(muxer.name(), |b| {
                 b.iter_custom(|iters| {
                     let streams = iters.max(8) as usize;
-                    let sample = in_task(&runtime, harness::open_close(muxer, link, streams));
+                    let sample = in_task(&runtime, muxbench::open_close(muxer, link, streams));
                     Duration::from_secs_f64(sample.value * iters as f64 / 1e6)
                 })
             });
@@ -132,7 +124,7 @@ fn idle_stream_memory(c: &mut Criterion<AllocatedBytes>) {
                     .map(|_| {
                         let sample = in_task(
                             &runtime,
-                            harness::idle_stream_memory(muxer, Link::Memory, IDLE_STREAMS),
+                            muxbench::idle_stream_memory(muxer, Link::Memory, IDLE_STREAMS),
                         );
                         sample.value
                     })
@@ -144,7 +136,7 @@ fn idle_stream_memory(c: &mut Criterion<AllocatedBytes>) {
 }
 
 /// A criterion measurement in bytes: the values come from the benchmark's own count
-/// (`harness::idle_stream_memory`, with the counting global allocator), so `start` and `end`
+/// (`muxbench::idle_stream_memory`, with the counting global allocator), so `start` and `end`
 /// measure nothing. Criterion still plans its iterations by wall time.
 struct AllocatedBytes;
 

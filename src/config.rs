@@ -54,7 +54,7 @@ pub enum MaxBufferBehaviour {
 ///
 /// What one connection may hold, whatever the peer does, with the defaults in brackets. Every
 /// figure counts bytes allocated (as a counting allocator sees them), not only payload;
-/// `tests/memory.rs` measures them.
+/// `tests/bounded_memory_allocated.rs` measures them.
 ///
 /// | what | bound |
 /// |---|---|

@@ -1,14 +1,12 @@
 //! Bad input from the peer ends the connection with a protocol violation naming the cause,
 //! without panicking; frames for unknown streams are discarded. The peer here is raw bytes.
 
-mod common;
-
 use std::io::ErrorKind;
 
-use common::{peer_frame as frame, *};
 use futures::{AsyncReadExt, future::poll_fn};
 use libp2p_core::muxing::StreamMuxerExt;
 use libp2p_mplex_halfclose::{Config, ConnectionError, Mode, Muxer, ProtocolViolation};
+use test_support::driven::{peer_frame as frame, *};
 use tokio::io::AsyncWriteExt;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 

@@ -2,8 +2,6 @@
 //! the data the muxer delivers, in both modes: every stream's bytes arrive whole, in order, once,
 //! and half-closes and answers still work. Seeded; `CHAOS_SEED=n` replays one seed.
 
-mod common;
-
 use std::{
     io,
     pin::Pin,
@@ -11,10 +9,10 @@ use std::{
     task::{Context, Poll},
 };
 
-use common::*;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, future};
 use libp2p_mplex_halfclose::{Config, Mode, Muxer};
 use rand::{Rng, SeedableRng, rngs::StdRng};
+use test_support::driven::*;
 
 /// Wraps a socket: each call may return `Pending` (after waking its caller, as a socket whose
 /// readiness comes back at once would), and reads and writes move at most a random number of

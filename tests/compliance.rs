@@ -6,17 +6,15 @@
 //! lost wake-up or a muxer that needs a task of its own shows as a hang. Each case runs with
 //! either side dialing, in both modes.
 
-mod common;
-
 use std::{
     future::Future,
     task::{Context, Poll},
 };
 
-use common::*;
 use futures::{AsyncReadExt, AsyncWriteExt, FutureExt, future::BoxFuture};
 use libp2p_core::muxing::StreamMuxerExt;
 use libp2p_mplex_halfclose::{Config, Muxer, Stream};
+use test_support::driven::*;
 
 type Protocol = fn(Stream) -> BoxFuture<'static, ()>;
 

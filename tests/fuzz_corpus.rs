@@ -2,12 +2,12 @@
 //! the fuzzer kept for its coverage, and every input that once crashed a target, runs in
 //! `cargo test` too.
 
-#[path = "../fuzz/targets.rs"]
-mod targets;
+use test_support::fuzz_targets as targets;
 
 // The core target counts what the connection allocates, per thread.
 #[global_allocator]
-static ALLOCATOR: targets::counting::CountingAllocator = targets::counting::CountingAllocator;
+static ALLOCATOR: test_support::counting::CountingAllocator =
+    test_support::counting::CountingAllocator;
 
 use std::path::Path;
 

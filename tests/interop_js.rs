@@ -14,8 +14,6 @@
 //! `tests/interop/js/node_modules` is missing the test runs `npm ci` itself. Without Node the
 //! test fails and says so.
 
-mod common;
-
 use std::{
     collections::HashMap,
     io::{self, ErrorKind},
@@ -25,7 +23,6 @@ use std::{
     time::Duration,
 };
 
-use common::*;
 use futures::{
     AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt, channel::mpsc, future,
 };
@@ -41,6 +38,7 @@ use libp2p::{
     identity, noise, tcp,
 };
 use libp2p_mplex_halfclose::{Config, Mode, Muxer, Stream};
+use test_support::driven::*;
 use tokio::{
     io::{AsyncBufReadExt, BufReader, Lines},
     process::{Child, ChildStdout, Command},

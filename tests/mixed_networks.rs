@@ -8,14 +8,11 @@
 //! whatever else it has; plain mplex only with peers that have nothing else. Where the peer
 //! dials and prefers mplex, multistream-select gives it mplex: the dialer's order decides.
 
-mod common;
-
 use std::{
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use common::*;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt, future};
 use libp2p::{
     Multiaddr, PeerId, StreamProtocol, Swarm,
@@ -24,6 +21,7 @@ use libp2p::{
     swarm::SwarmEvent,
     tcp, yamux,
 };
+use test_support::driven::*;
 
 const ECHO: StreamProtocol = StreamProtocol::new("/echo/1.0.0");
 const EXTENSION: &str = "/mplex-halfclose/1.0.0";

@@ -1,11 +1,8 @@
 //! Negotiation by multistream-select over TCP + noise: which protocol each pairing picks, and
 //! that plain-mplex mode interoperates with rust's libp2p-mplex in both directions.
 
-mod common;
-
 use std::io::ErrorKind;
 
-use common::*;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt, future};
 use libp2p::{
     Multiaddr, PeerId, Transport,
@@ -18,6 +15,7 @@ use libp2p::{
     identity, noise, tcp, yamux,
 };
 use libp2p_mplex_halfclose::{Config, Mode};
+use test_support::driven::*;
 
 /// A connection as the tests see it: which muxer ran, in which mode, and the boxed muxer.
 struct Conn {

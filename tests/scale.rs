@@ -1,10 +1,8 @@
 //! Many streams on one connection.
 
-mod common;
-
-use common::*;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p_mplex_halfclose::Config;
+use test_support::driven::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_concurrent_streams_on_one_connection() {

@@ -1,13 +1,11 @@
 //! Real swarms over TCP + noise on 127.0.0.1, built with `SwarmBuilder`, with streams from
 //! `libp2p-stream`: what a rust-libp2p user does.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt, future};
 use libp2p::{Multiaddr, PeerId, StreamProtocol, Swarm, noise, swarm::SwarmEvent, tcp, yamux};
+use test_support::driven::*;
 
 const ECHO: StreamProtocol = StreamProtocol::new("/echo/1.0.0");
 

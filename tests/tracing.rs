@@ -3,17 +3,15 @@
 //! trace, stream resets at debug, protocol violations at warn, and nothing at info or above on a
 //! healthy connection.
 
-mod common;
-
 use std::{
     io::Write,
     sync::{Arc, Mutex},
 };
 
-use common::*;
 use futures::{AsyncReadExt, AsyncWriteExt, future::poll_fn};
 use libp2p_core::muxing::StreamMuxerExt;
 use libp2p_mplex_halfclose::{Config, Mode, Muxer};
+use test_support::driven::*;
 use tokio::io::AsyncWriteExt as _;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 use tracing_subscriber::fmt::MakeWriter;

@@ -20,8 +20,6 @@
 //! once), so its matrix has the read, full-socket write, flush and close_write rows, without the
 //! CloseRead column. Reset codes are 0 in plain mplex.
 
-mod common;
-
 use std::{
     future::Future,
     io::{self, ErrorKind},
@@ -30,12 +28,12 @@ use std::{
     time::Duration,
 };
 
-use common::{peer_frame, varint};
 use futures::{
     AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt, channel::mpsc, future::poll_fn, poll,
 };
 use libp2p_core::muxing::StreamMuxerExt;
 use libp2p_mplex_halfclose::{Config, Mode, Muxer, Stream, StreamError};
+use test_support::driven::{peer_frame, varint};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream, WriteHalf};
 use tokio_util::compat::TokioAsyncReadCompatExt;
 

@@ -1,10 +1,10 @@
-//! Bytes from a peer through the frame decoder (see `fuzz/targets.rs`).
+//! Bytes from a peer through the frame decoder (see `test_support::fuzz_targets`).
 #![no_main]
 
-#[path = "../targets.rs"]
-mod targets;
+use test_support::fuzz_targets as targets;
 
 #[global_allocator]
-static ALLOCATOR: targets::counting::CountingAllocator = targets::counting::CountingAllocator;
+static ALLOCATOR: test_support::counting::CountingAllocator =
+    test_support::counting::CountingAllocator;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| targets::decode(data));

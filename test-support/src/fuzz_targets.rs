@@ -6,10 +6,10 @@
 //!   varints are read into a `u128` with no length limit, then judged): every frame, every
 //!   violation and every "need more bytes" must agree. A decoder that wraps a tenth varint byte
 //!   above 1 fails it at once.
-//! * [`core`]: an interleaving of frames from a peer and calls from the application, decoded
+//! * [`core()`]: an interleaving of frames from a peer and calls from the application, decoded
 //!   from the bytes with `arbitrary`, driving the I/O-free [`Connection`] in both modes. After
 //!   every step it checks the bytes the connection *allocated*, counted per thread by
-//!   `counting::CountingAllocator` (which every binary running this target installs as its
+//!   [`counting::CountingAllocator`] (which every binary running this target installs as its
 //!   global allocator, or the target panics), against the
 //!   documented bound: the data held and queued, 1/64 more for bookkeeping, and a constant per
 //!   stream and per control frame. A per-frame or per-buffer overhead on received data (a
@@ -19,8 +19,7 @@
 //! same frame, the data held stays within the windows and budgets of `Config`, and a failed
 //! connection stays failed.
 
-#![allow(dead_code)]
-
+use crate::counting;
 use arbitrary::{Arbitrary, Unstructured};
 use asynchronous_codec::{Decoder, Encoder};
 use bytes::{Bytes, BytesMut};
@@ -28,10 +27,6 @@ use libp2p_mplex_halfclose::{
     Codec, Config, ConnectionError, Frame, MAX_FRAME_BODY, Mode, ProtocolViolation, StreamId,
     core::{Connection, INITIAL_WINDOW, MAX_CREDIT},
 };
-
-/// The counting allocator the tests use; every binary running the `core` target installs it.
-#[path = "../tests/common/counting.rs"]
-pub mod counting;
 
 /// Decodes `data` as bytes from a peer (the first byte picks the mode and how the bytes arrive),
 /// and checks every outcome against [`reference_frames`]. Every frame decoded must also encode,

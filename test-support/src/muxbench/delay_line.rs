@@ -17,7 +17,7 @@ use tokio::{
 };
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
-use crate::harness::Socket;
+use super::Socket;
 
 /// How many bytes the pacer takes at a time.
 const PACER_CHUNK: usize = 16 * 1024;

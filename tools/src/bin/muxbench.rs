@@ -2,14 +2,14 @@
 //! machine drift cancels:
 //!
 //! ```sh
-//! cargo run --release --example muxbench                      # the full table
-//! cargo run --release --example muxbench -- --rounds 3 --mib 64 --json out.json --svg streams.svg
-//! cargo run --release --example muxbench -- --only "TCP" --muxers "ours,yamux" --threads 1
-//! cargo run --release --example muxbench -- --only none --long-link --window-svg window.svg
+//! cargo run --release -p tools --bin muxbench                    # the full table
+//! cargo run --release -p tools --bin muxbench -- --rounds 3 --mib 64 --json out.json --svg streams.svg
+//! cargo run --release -p tools --bin muxbench -- --only "TCP" --muxers "ours,yamux" --threads 1
+//! cargo run --release -p tools --bin muxbench -- --only none --long-link --window-svg window.svg
 //! ```
 //!
 //! `--long-link` adds runs over emulated long-distance links (20 ms at 1 Gbit/s, 100 ms at
-//! 100 Mbit/s; see `delay_line.rs`): one stream and 64 streams writing flat out, the round trips
+//! 100 Mbit/s; see `test_support::muxbench::delay_line`): one stream and 64 streams writing flat out, the round trips
 //! until the link is 90 % used, the rate over the second half and the fairness between streams;
 //! `--long-rounds n` repeats them, `--window-svg` plots our stream's receive window over time.
 //!
@@ -19,17 +19,13 @@
 //! against the best of libp2p-mplex and libp2p-yamux, where above 1 means faster for throughput
 //! and below 1 means faster for latency.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
-mod delay_line;
-mod harness;
-
 use std::fmt::Write as _;
 
 #[global_allocator]
-static ALLOCATOR: common::counting::CountingAllocator = common::counting::CountingAllocator;
+static ALLOCATOR: test_support::counting::CountingAllocator =
+    test_support::counting::CountingAllocator;
 
-use harness::{Case, Link, Muxer, Sample, median, run};
+use test_support::muxbench::{self, Case, Link, Muxer, Sample, median, run};
 
 struct Args {
     rounds: usize,
@@ -321,19 +317,19 @@ fn long_links(runtime: &tokio::runtime::Runtime, args: &Args) {
     ];
     for (rtt_ms, rate, round_trips) in LONG_LINKS {
         let rtt = std::time::Duration::from_millis(rtt_ms);
-        let mut one: Vec<Vec<harness::LongLinkSample>> = vec![Vec::new(); muxers.len()];
-        let mut many: Vec<Vec<harness::LongLinkSample>> = vec![Vec::new(); muxers.len()];
+        let mut one: Vec<Vec<muxbench::LongLinkSample>> = vec![Vec::new(); muxers.len()];
+        let mut many: Vec<Vec<muxbench::LongLinkSample>> = vec![Vec::new(); muxers.len()];
         for round in 0..args.long_rounds {
             for offset in 0..muxers.len() {
                 let i = (round + offset) % muxers.len();
                 if !args.selects(muxers[i]) {
                     continue;
                 }
-                let task = runtime.spawn(harness::long_link(muxers[i], rtt, rate, 1, round_trips));
+                let task = runtime.spawn(muxbench::long_link(muxers[i], rtt, rate, 1, round_trips));
                 one[i].push(runtime.block_on(task).expect("long link"));
                 if muxers[i] != Muxer::None {
                     let task =
-                        runtime.spawn(harness::long_link(muxers[i], rtt, rate, 64, round_trips));
+                        runtime.spawn(muxbench::long_link(muxers[i], rtt, rate, 64, round_trips));
                     many[i].push(runtime.block_on(task).expect("long link"));
                 }
             }
@@ -385,7 +381,7 @@ fn long_links(runtime: &tokio::runtime::Runtime, args: &Args) {
             .iter()
             .map(|&(rtt_ms, rate, round_trips)| {
                 let rtt = std::time::Duration::from_millis(rtt_ms);
-                let task = runtime.spawn(harness::window_over_time(rtt, rate, round_trips));
+                let task = runtime.spawn(muxbench::window_over_time(rtt, rate, round_trips));
                 let points = runtime.block_on(task).expect("window trace");
                 (format!("{rtt_ms} ms, {:.0} Mbit/s", rate / 1e6), points)
             })
@@ -577,7 +573,7 @@ fn main() {
         let mut beside = Vec::new();
         for _ in 0..args.rounds {
             for flooded in [0, FLOODED] {
-                let task = runtime.spawn(harness::beside_flood(Link::Memory, flooded, mib));
+                let task = runtime.spawn(muxbench::beside_flood(Link::Memory, flooded, mib));
                 let rate = runtime.block_on(task).expect("measurement task");
                 if flooded == 0 {
                     alone.push(rate)

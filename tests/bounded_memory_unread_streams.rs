@@ -1,13 +1,11 @@
 //! Memory stays within the configured bounds while a peer writes as fast as it can to a reader
 //! that does not read, in both modes.
 
-mod common;
-
 use std::io::ErrorKind;
 
-use common::*;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p_mplex_halfclose::{Config, MaxBufferBehaviour, Mode, core::INITIAL_WINDOW};
+use test_support::driven::*;
 
 #[tokio::test]
 async fn extension_mode_buffers_at_most_the_window_for_a_reader_that_never_reads() {

@@ -1,4 +1,7 @@
-//! The muxers, links and measurements shared by `muxbench` and the criterion benches.
+//! The muxbench harness: the muxers, links and measurements shared by `tools/src/bin/muxbench.rs`
+//! and the criterion benches (`benches/muxers.rs`).
+
+pub mod delay_line;
 
 use std::{sync::Arc, time::Instant};
 
@@ -11,7 +14,10 @@ use libp2p_mplex_halfclose::{Config, EXTENSION_PROTOCOL, MPLEX_PROTOCOL};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
-use crate::common::{self, counting, drive};
+use crate::{
+    counting,
+    driven::{self, drive},
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Muxer {
@@ -102,8 +108,8 @@ pub async fn connection(
     kind: Muxer,
     link: Link,
 ) -> (
-    Arc<common::Driven<SubstreamBox>>,
-    common::Driven<SubstreamBox>,
+    Arc<driven::Driven<SubstreamBox>>,
+    driven::Driven<SubstreamBox>,
 ) {
     let (a, b) = sockets(link).await;
     let (a, b) = match kind {
@@ -450,7 +456,7 @@ pub async fn long_link(
     use std::sync::atomic::{AtomicBool, Ordering};
 
     let duration = rtt * round_trips as u32;
-    let (a, b) = crate::delay_line::link(rtt, bits_per_second);
+    let (a, b) = delay_line::link(rtt, bits_per_second);
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     // Each receiver counts what it reads, per round trip.
@@ -556,7 +562,7 @@ pub async fn window_over_time(
 ) -> Vec<(f64, u64)> {
     use libp2p_mplex_halfclose::{Mode, Muxer as Ours};
 
-    let (a, b) = crate::delay_line::link(rtt, bits_per_second);
+    let (a, b) = delay_line::link(rtt, bits_per_second);
     let (client, mut server) = (
         drive(Ours::new(a, Config::default(), Mode::Extension)),
         drive(Ours::new(b, Config::default(), Mode::Extension)),

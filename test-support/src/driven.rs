@@ -1,5 +1,5 @@
-//! Shared test helpers: a task that drives any `StreamMuxer`, and in-memory muxer pairs.
-#![allow(dead_code, unreachable_pub)]
+//! The driver harness: a task that drives any `StreamMuxer`, in-memory muxer pairs, raw frames
+//! for tests that play a peer, and small helpers for tests.
 
 use std::{
     pin::Pin,
@@ -15,8 +15,6 @@ use futures::{
 use libp2p_core::muxing::{StreamMuxer, StreamMuxerExt};
 use libp2p_mplex_halfclose::{Config, Mode, Muxer};
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
-
-pub mod counting;
 
 /// `v` as an unsigned varint, as mplex writes numbers.
 pub fn varint(v: u64) -> Vec<u8> {
@@ -240,6 +238,24 @@ pub async fn within<F: std::future::Future>(f: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(60), f)
         .await
         .expect("test did not hang")
+}
+
+/// Runs `case` on a fresh pair of driven muxers (a memory pipe, the default config) for each
+/// mode of `modes`, each run within the hang bound of [`within`]. `case` gets the mode, the
+/// side that opens and the side that accepts.
+pub async fn on_a_pair_in<F, Fut>(modes: impl IntoIterator<Item = Mode>, mut case: F)
+where
+    F: FnMut(
+        Mode,
+        Driven<libp2p_mplex_halfclose::Stream>,
+        Driven<libp2p_mplex_halfclose::Stream>,
+    ) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    for mode in modes {
+        let (a, b) = driven_pair(mode, Config::default());
+        within(case(mode, a, b)).await;
+    }
 }
 
 pub fn both_modes() -> [Mode; 2] {

@@ -3,8 +3,8 @@
 //! throughput every few seconds so that a flat line can be seen.
 //!
 //! ```sh
-//! cargo run --release --example soak                                  # 3 minutes, 16 × 32
-//! cargo run --release --example soak -- --secs 600 --connections 32 --streams 64 --plain
+//! cargo run --release -p tools --bin soak                                # 3 minutes, 16 × 32
+//! cargo run --release -p tools --bin soak -- --secs 600 --connections 32 --streams 64 --plain
 //! ```
 //!
 //! Each client task loops: open a stream, write a patterned request of a random size, and then
@@ -12,9 +12,6 @@
 //! middle (10 %); or close reading after a few bytes of the echo, so that the server's writes
 //! fail with `BrokenPipe` in extension mode (10 %). Servers read each request whole and echo it. Any wrong byte,
 //! or an error where none may happen, ends the run with a failure.
-
-#[path = "../tests/common/mod.rs"]
-mod common;
 
 use std::{
     sync::{
@@ -31,7 +28,8 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use tokio::net::{TcpListener, TcpStream};
 
 #[global_allocator]
-static ALLOCATOR: common::counting::CountingAllocator = common::counting::CountingAllocator;
+static ALLOCATOR: test_support::counting::CountingAllocator =
+    test_support::counting::CountingAllocator;
 
 #[derive(Default)]
 struct Stats {
@@ -73,7 +71,7 @@ async fn connection(mode: Mode) -> (StreamMuxerBox, StreamMuxerBox) {
 
 /// One client loop on a connection until `stop`.
 async fn client(
-    conn: Arc<common::Driven<libp2p_core::muxing::SubstreamBox>>,
+    conn: Arc<test_support::driven::Driven<libp2p_core::muxing::SubstreamBox>>,
     seed: u64,
     mode: Mode,
     stats: Arc<Stats>,
@@ -86,7 +84,7 @@ async fn client(
             5..9 => rng.gen_range(1024..64 * 1024),
             _ => rng.gen_range(64 * 1024..1024 * 1024),
         };
-        let request = common::pattern(len, rng.r#gen());
+        let request = test_support::driven::pattern(len, rng.r#gen());
         let mut s = conn.open().await;
         match rng.gen_range(0..10) {
             0 => {
@@ -120,7 +118,7 @@ async fn client(
 }
 
 /// Echoes every inbound stream; resets and stops from the client are expected.
-async fn server(mut conn: common::Driven<libp2p_core::muxing::SubstreamBox>) {
+async fn server(mut conn: test_support::driven::Driven<libp2p_core::muxing::SubstreamBox>) {
     loop {
         let mut s = conn.accept().await;
         tokio::spawn(async move {
@@ -141,7 +139,7 @@ async fn server(mut conn: common::Driven<libp2p_core::muxing::SubstreamBox>) {
 #[tokio::main(worker_threads = 2)]
 async fn main() {
     // The heap figures count from here.
-    common::counting::start();
+    test_support::counting::start();
     let secs = arg("--secs", 180);
     let connections = arg("--connections", 16) as usize;
     let streams = arg("--streams", 32) as usize;
@@ -158,8 +156,8 @@ async fn main() {
     let mut clients = Vec::new();
     for c in 0..connections {
         let (a, b) = connection(mode).await;
-        let a = Arc::new(common::drive(a));
-        tokio::spawn(server(common::drive(b)));
+        let a = Arc::new(test_support::driven::drive(a));
+        tokio::spawn(server(test_support::driven::drive(b)));
         for s in 0..streams {
             clients.push(tokio::spawn(client(
                 a.clone(),
@@ -180,7 +178,7 @@ async fn main() {
     while start.elapsed() < Duration::from_secs(secs) {
         tokio::time::sleep(Duration::from_secs(5)).await;
         let bytes = stats.bytes.load(Ordering::Relaxed);
-        let heap = common::counting::held() as f64 / (1 << 20) as f64;
+        let heap = test_support::counting::held() as f64 / (1 << 20) as f64;
         held.push(heap);
         println!(
             "{:>6} {:>12.0} {:>10} {:>8} {:>8} {:>12.1}",

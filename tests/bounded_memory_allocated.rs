@@ -4,11 +4,9 @@
 //! This binary holds only these tests and runs them one after another, so that the count is
 //! theirs alone.
 
-mod common;
-
-use common::*;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p_mplex_halfclose::{Config, Mode, core::INITIAL_WINDOW};
+use test_support::{counting, driven::*};
 
 #[global_allocator]
 static GLOBAL: counting::CountingAllocator = counting::CountingAllocator;

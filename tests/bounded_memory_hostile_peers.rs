@@ -6,11 +6,8 @@
 //!
 //! The cases run one after another in one test, so that the allocator counts only them.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{counting, multistream_message, peer_frame as frame, varint, within};
 use futures::{AsyncReadExt, AsyncWriteExt as _, future::poll_fn};
 use libp2p_core::{
     muxing::StreamMuxerExt,
@@ -18,6 +15,10 @@ use libp2p_core::{
 };
 use libp2p_mplex_halfclose::{
     Config, ConnectionError, EXTENSION_PROTOCOL, MPLEX_PROTOCOL, Mode, Muxer, ProtocolViolation,
+};
+use test_support::{
+    counting,
+    driven::{multistream_message, peer_frame as frame, varint, within},
 };
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt},
@@ -212,7 +213,7 @@ async fn hostile_peers_fail_cleanly_within_bounded_memory() {
     for mode in [Mode::Extension, Mode::PlainMplex] {
         case("a peer that never reads while we write", 8 * MIB, async {
             let (_peer, muxer) = connect(mode).await;
-            let ours = common::drive(muxer);
+            let ours = test_support::driven::drive(muxer);
             let mut stream = ours.open().await;
             // 64 MiB cannot all go anywhere while the peer reads nothing: the write waits
             // (flow control, then the socket), holding a bounded amount.
