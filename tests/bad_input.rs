@@ -210,7 +210,26 @@ async fn poll_close_flushes_what_was_queued_and_closes_the_socket() {
     futures::AsyncWriteExt::write_all(&mut s, b"queued before close")
         .await
         .unwrap();
+    let cx = &mut std::task::Context::from_waker(futures::task::noop_waker_ref());
+    // A drive sends what was queued and leaves nothing to do: `poll_close` has no wake-up to
+    // ride on.
+    assert!(a.poll_unpin(cx).is_pending());
     within(poll_fn(|cx| a.poll_close_unpin(cx))).await.unwrap();
+    // From then on every `StreamMuxer` call reports the end at once, with no wake-up needed.
+    for _ in 0..2 {
+        assert!(matches!(
+            a.poll_unpin(cx),
+            std::task::Poll::Ready(Err(ConnectionError::Closed))
+        ));
+        assert!(matches!(
+            a.poll_inbound_unpin(cx),
+            std::task::Poll::Ready(Err(ConnectionError::Closed))
+        ));
+        assert!(matches!(
+            a.poll_close_unpin(cx),
+            std::task::Poll::Ready(Ok(()))
+        ));
+    }
     let mut peer = b.accept().await;
     let mut got = vec![0u8; 19];
     peer.read_exact(&mut got).await.unwrap();

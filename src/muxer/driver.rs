@@ -117,37 +117,50 @@ impl Driver {
         cx: &mut Context<'_>,
     ) -> Poll<ConnectionError> {
         self.register(cx.waker());
-        let mut socket = socket.lock();
-        match socket.state {
-            SocketState::Closed => {
-                return Poll::Ready(
-                    shared
-                        .lock()
-                        .core
-                        .closed()
-                        .cloned()
-                        .unwrap_or(ConnectionError::Closed),
-                );
-            }
-            // Every source of work wakes the driver; nothing did since the last drive.
-            SocketState::Open if !self.shared_waker.woken.swap(false, Ordering::AcqRel) => {
-                return Poll::Pending;
-            }
-            // Closing, or a failed write to turn into the connection's end.
-            _ => {}
+        // Every source of work wakes the driver, and a socket that is not open always has work
+        // (see `keep_awake_unless_open`): nothing did since the last drive, so the socket is
+        // open and idle, and no lock is taken.
+        if !self.shared_waker.woken.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
         }
-        // Past the early returns: only a drive that does work enters the span.
-        let _entered = span.enter();
-        let cx = &mut Context::from_waker(&self.waker);
-        self.drives += 1;
-        match drive_rounds(&mut socket, reader, shared, for_inbound, cx) {
-            Ok(Drive::Idle) => Poll::Pending,
-            Ok(Drive::Yield) => {
-                // Give other tasks a turn, but come back.
-                self.waker.wake_by_ref();
-                Poll::Pending
+        let mut socket = socket.lock();
+        let result = match socket.state {
+            SocketState::Closed => Poll::Ready(
+                shared
+                    .lock()
+                    .core
+                    .closed()
+                    .cloned()
+                    .unwrap_or(ConnectionError::Closed),
+            ),
+            // Open, closing, or a failed write to turn into the connection's end.
+            _ => {
+                // Only a drive that does work enters the span.
+                let _entered = span.enter();
+                let cx = &mut Context::from_waker(&self.waker);
+                self.drives += 1;
+                match drive_rounds(&mut socket, reader, shared, for_inbound, cx) {
+                    Ok(Drive::Idle) => Poll::Pending,
+                    Ok(Drive::Yield) => {
+                        // Give other tasks a turn, but come back.
+                        self.waker.wake_by_ref();
+                        Poll::Pending
+                    }
+                    Err(e) => Poll::Ready(end_connection(&mut socket, shared, span, e)),
+                }
             }
-            Err(e) => Poll::Ready(end_connection(&mut socket, shared, span, e)),
+        };
+        self.keep_awake_unless_open(&socket);
+        result
+    }
+
+    /// A socket that is closing, closed or failed has work for every drive (sending what is
+    /// left, or reporting the end): the driver stays marked as woken, so that the check at the
+    /// top of [`Driver::poll_drive`] never skips it. Called by whoever changes the socket's
+    /// state on the muxer's task, with the socket locked.
+    pub(crate) fn keep_awake_unless_open<C>(&self, socket: &Socket<C>) {
+        if !matches!(socket.state, SocketState::Open) {
+            self.shared_waker.woken.store(true, Ordering::Release);
         }
     }
 

@@ -228,17 +228,16 @@ where
             }
             SocketState::Failed(e) => {
                 let e = e.clone();
-                return Poll::Ready(Err(end_connection(
-                    &mut socket,
-                    &this.shared,
-                    &this.span,
-                    e,
-                )));
+                let e = end_connection(&mut socket, &this.shared, &this.span, e);
+                this.driver.keep_awake_unless_open(&socket);
+                return Poll::Ready(Err(e));
             }
             SocketState::Closing | SocketState::Closed => {}
         }
         let _entered = this.span.enter();
-        socket.poll_close(&this.shared, cx)
+        let closed = socket.poll_close(&this.shared, cx);
+        this.driver.keep_awake_unless_open(&socket);
+        closed
     }
 
     fn poll(

@@ -36,7 +36,8 @@ pub(crate) struct WriteRound<T> {
     pub(crate) progress: WriteProgress,
 }
 
-/// Where the socket is in its life.
+/// Where the socket is in its life. Whenever it is not `Open`, the driver stays marked as woken
+/// (`Driver::keep_awake_unless_open`), so that a drive with nothing to do can skip the lock.
 #[derive(Debug, Clone)]
 pub(crate) enum SocketState {
     /// Reading and writing.
