@@ -9,8 +9,9 @@
 //! | `handle` | a stream's calls on the connection, and the send policy: who writes what a stream queued, and when |
 //! | `reader`, `writer`, `pool` | bytes to frames, frames to bytes (with per-stream flush marks), and reused buffers |
 //!
-//! Locks are taken in the order socket, then `Shared`; neither is held across I/O by anyone
-//! but the socket's holder, and `Shared` never is.
+//! Two locks, taken in the order socket, then `Shared`. The socket's lock is held by whoever
+//! writes or reads the socket (the driver, or a stream's task that pumps an idle socket, which
+//! only ever `try_lock`s it); `Shared` is never held across I/O.
 
 mod driver;
 pub(crate) mod handle;
