@@ -5,7 +5,9 @@ use std::io::ErrorKind;
 
 use futures::{AsyncReadExt, future::poll_fn};
 use libp2p_core::muxing::StreamMuxerExt;
-use libp2p_mplex_halfclose::{Config, ConnectionError, Mode, Muxer, ProtocolViolation};
+use libp2p_mplex_halfclose::{
+    Config, ConnectionError, Mode, Muxer, ProtocolViolation, StreamError,
+};
 use test_support::driven::{peer_frame as frame, *};
 use tokio::io::AsyncWriteExt;
 use tokio_util::compat::TokioAsyncReadCompatExt;
@@ -149,6 +151,105 @@ async fn a_violation_fails_open_streams_with_invalid_data() {
     let err = within(stream.read(&mut [0u8; 8])).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidData);
     assert!(driven.ended().await.contains("extension frame"));
+}
+
+/// Reads never complete; every write fails.
+struct FailingWrites;
+
+impl futures::AsyncRead for FailingWrites {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        _: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Pending
+    }
+}
+
+impl futures::AsyncWrite for FailingWrites {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        _: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(Err(std::io::Error::other("injected write failure")))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// A stream's flush writes from its own task and the socket fails there; the first muxer call
+/// after it decides the connection's cause: `poll` reports the transport's error to everyone,
+/// `poll_close` reports it once and the connection ends as closed.
+#[test]
+fn a_write_failing_in_a_streams_task_ends_the_connection_with_one_cause() {
+    use futures::{AsyncWrite, task::noop_waker_ref};
+    use std::{
+        pin::Pin,
+        task::{Context, Poll},
+    };
+    let cx = &mut Context::from_waker(noop_waker_ref());
+    for mode in both_modes() {
+        for close_first in [false, true] {
+            let mut muxer = Muxer::new(FailingWrites, Config::default(), mode);
+            let Poll::Ready(Ok(mut s)) = muxer.poll_outbound_unpin(cx) else {
+                panic!("{mode:?}: opening needs no write");
+            };
+            assert!(matches!(
+                Pin::new(&mut s).poll_write(cx, b"hello"),
+                Poll::Ready(Ok(5))
+            ));
+            // The flush pumps the idle socket from this task; the write fails there and the
+            // flush waits for the driver to end the connection.
+            assert!(Pin::new(&mut s).poll_flush(cx).is_pending());
+            let expected = if close_first {
+                let Poll::Ready(Err(ConnectionError::Io(e))) = muxer.poll_close_unpin(cx) else {
+                    panic!("{mode:?}: poll_close reports the failed write");
+                };
+                assert!(e.to_string().contains("injected write failure"));
+                ConnectionError::Closed.to_string()
+            } else {
+                let Poll::Ready(Err(e @ ConnectionError::Io(_))) = muxer.poll_unpin(cx) else {
+                    panic!("{mode:?}: poll reports the failed write");
+                };
+                assert!(e.to_string().contains("injected write failure"));
+                e.to_string()
+            };
+            // Every stream and every later call report the same cause.
+            let Poll::Ready(Err(flush)) = Pin::new(&mut s).poll_flush(cx) else {
+                panic!("{mode:?}: the waiting flush ends");
+            };
+            let Some(StreamError::Connection(cause)) = StreamError::from_io(&flush) else {
+                panic!("{mode:?}: the flush fails with the connection's error: {flush}");
+            };
+            assert_eq!(
+                cause.to_string(),
+                expected,
+                "{mode:?}, close first: {close_first}"
+            );
+            let Poll::Ready(Err(later)) = muxer.poll_unpin(cx) else {
+                panic!("{mode:?}: the connection has ended");
+            };
+            assert_eq!(
+                later.to_string(),
+                expected,
+                "{mode:?}, close first: {close_first}"
+            );
+            assert!(matches!(muxer.poll_close_unpin(cx), Poll::Ready(Ok(()))));
+        }
+    }
 }
 
 #[tokio::test]

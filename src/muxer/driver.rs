@@ -200,7 +200,7 @@ impl Drop for Driver {
 /// Ends the connection with `error`: the socket is closed for good, the core fails every
 /// stream, and every waiting task is woken. Returns the connection's error (the first one, if
 /// it had ended already).
-pub(crate) fn end_connection<C>(
+fn end_connection<C>(
     socket: &mut Socket<C>,
     shared: &Mutex<Shared>,
     span: &tracing::Span,

@@ -42,7 +42,7 @@ use crate::{
     frame::{Mode, StreamId},
     stream::Stream,
 };
-use driver::{Driver, end_connection};
+use driver::Driver;
 use handle::StreamHandle;
 use reader::FrameReader;
 use shared::{Shared, store};
@@ -220,20 +220,13 @@ where
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         let this = self.get_mut();
         let mut socket = this.socket.lock();
-        match &socket.state {
-            SocketState::Open => {
-                tracing::debug!(parent: &this.span, "closing the connection");
-                let mut shared = this.shared.lock();
-                shared.core.close(ConnectionError::Closed);
-                shared.dispatch_events();
-            }
-            SocketState::Failed(e) => {
-                let e = e.clone();
-                let e = end_connection(&mut socket, &this.shared, &this.span, e);
-                this.driver.keep_awake_unless_open(&socket);
-                return Poll::Ready(Err(e));
-            }
-            SocketState::Closing | SocketState::Closed => {}
+        // The connection's cause is `Closed`, also when a stream's task found the socket failed
+        // since the last drive: `poll_close` reports that failure, the streams the close.
+        if matches!(socket.state, SocketState::Open | SocketState::Failed(_)) {
+            tracing::debug!(parent: &this.span, "closing the connection");
+            let mut shared = this.shared.lock();
+            shared.core.close(ConnectionError::Closed);
+            shared.dispatch_events();
         }
         let _entered = this.span.enter();
         let closed = socket.poll_close(&this.shared, cx);

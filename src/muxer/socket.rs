@@ -117,12 +117,18 @@ impl<C: AsyncWrite + Unpin> Socket<C> {
         }
     }
 
-    /// `poll_close`: sends what is queued, then closes the socket.
+    /// `poll_close`: sends what is queued, then closes the socket. A socket that failed in a
+    /// stream's task reports that failure, once, and is closed.
     pub(crate) fn poll_close(
         &mut self,
         shared: &Mutex<Shared>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), ConnectionError>> {
+        if let SocketState::Failed(e) = &self.state {
+            let e = e.clone();
+            self.state = SocketState::Closed;
+            return Poll::Ready(Err(e));
+        }
         if matches!(self.state, SocketState::Open) {
             self.state = SocketState::Closing;
         }
