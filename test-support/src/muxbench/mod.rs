@@ -52,14 +52,139 @@ impl Muxer {
     }
 }
 
+/// What carries a connection's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Link {
+    /// tokio's in-memory duplex pipe, 256 KiB each way.
     Memory,
+    /// TCP on 127.0.0.1 with nodelay, through libp2p-tcp's socket type (which forwards
+    /// vectored writes).
     Tcp,
+    /// The same TCP socket behind a wrapper that writes one buffer per call, as most socket
+    /// wrappers do (WebSocket, TLS, noise's own output).
+    TcpScalarWrites,
+    /// TCP, then noise negotiated by multistream-select and run as `Transport::upgrade(Version::V1)
+    /// .authenticate(noise::Config::new)` builds it: what a libp2p node's muxer writes to.
+    TcpNoise,
+}
+
+impl Link {
+    pub const ALL: [Link; 4] = [
+        Link::Memory,
+        Link::Tcp,
+        Link::TcpScalarWrites,
+        Link::TcpNoise,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Link::Memory => "memory pipe",
+            Link::Tcp => "TCP",
+            Link::TcpScalarWrites => "TCP, scalar writes",
+            Link::TcpNoise => "TCP + noise",
+        }
+    }
+
+    /// The name `--links` takes.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Link::Memory => "memory",
+            Link::Tcp => "tcp",
+            Link::TcpScalarWrites => "tcp-scalar",
+            Link::TcpNoise => "tcp-noise",
+        }
+    }
 }
 
 pub trait Socket: futures::AsyncRead + futures::AsyncWrite + Unpin + Send + 'static {}
 impl<T: futures::AsyncRead + futures::AsyncWrite + Unpin + Send + 'static> Socket for T {}
+
+/// A socket that writes one buffer per call: `poll_write_vectored` is left to the trait's
+/// default, which writes the first non-empty buffer.
+pub struct ScalarWrites<T>(pub T);
+
+impl<T: futures::AsyncRead + Unpin> futures::AsyncRead for ScalarWrites<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl<T: futures::AsyncWrite + Unpin> futures::AsyncWrite for ScalarWrites<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_close(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_close(cx)
+    }
+}
+
+async fn tcp_pair() -> (libp2p::tcp::tokio::TcpStream, libp2p::tcp::tokio::TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let (a, b) = future::join(TcpStream::connect(addr), listener.accept()).await;
+    let (a, (b, _)) = (a.expect("connect"), b.expect("accept"));
+    a.set_nodelay(true).expect("nodelay");
+    b.set_nodelay(true).expect("nodelay");
+    // libp2p-tcp's socket type, as a libp2p node has it (it forwards vectored writes, which
+    // tokio-util's `Compat` does not).
+    (
+        libp2p::tcp::tokio::TcpStream(a),
+        libp2p::tcp::tokio::TcpStream(b),
+    )
+}
+
+/// Noise over `a` (dialer) and `b` (listener), negotiated with multistream-select V1 first, as
+/// `Transport::upgrade(Version::V1).authenticate(..)` does.
+async fn noise_pair<C: Socket>(a: C, b: C) -> (Box<dyn Socket>, Box<dyn Socket>) {
+    use libp2p::noise;
+    use multistream_select::{Version, dialer_select_proto, listener_select_proto};
+
+    let keys = (
+        libp2p::identity::Keypair::generate_ed25519(),
+        libp2p::identity::Keypair::generate_ed25519(),
+    );
+    let dialer = async {
+        let (protocol, io) = dialer_select_proto(a, ["/noise"], Version::V1)
+            .await
+            .expect("negotiate noise");
+        noise::Config::new(&keys.0)
+            .expect("noise config")
+            .upgrade_outbound(io, protocol)
+            .await
+            .expect("noise handshake")
+    };
+    let listener = async {
+        let (protocol, io) = listener_select_proto(b, ["/noise"])
+            .await
+            .expect("negotiate noise");
+        noise::Config::new(&keys.1)
+            .expect("noise config")
+            .upgrade_inbound(io, protocol)
+            .await
+            .expect("noise handshake")
+    };
+    let ((_, a), (_, b)) = future::join(dialer, listener).await;
+    (Box::new(a), Box::new(b))
+}
 
 pub fn sockets(link: Link) -> future::BoxFuture<'static, (Box<dyn Socket>, Box<dyn Socket>)> {
     Box::pin(async move {
@@ -69,18 +194,16 @@ pub fn sockets(link: Link) -> future::BoxFuture<'static, (Box<dyn Socket>, Box<d
                 (Box::new(a.compat()), Box::new(b.compat()))
             }
             Link::Tcp => {
-                let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-                let addr = listener.local_addr().expect("address");
-                let (a, b) = future::join(TcpStream::connect(addr), listener.accept()).await;
-                let (a, (b, _)) = (a.expect("connect"), b.expect("accept"));
-                a.set_nodelay(true).expect("nodelay");
-                b.set_nodelay(true).expect("nodelay");
-                // libp2p-tcp's socket type, as a libp2p node has it (it forwards vectored
-                // writes, which tokio-util's `Compat` does not).
-                (
-                    Box::new(libp2p::tcp::tokio::TcpStream(a)) as Box<dyn Socket>,
-                    Box::new(libp2p::tcp::tokio::TcpStream(b)) as Box<dyn Socket>,
-                )
+                let (a, b) = tcp_pair().await;
+                (Box::new(a), Box::new(b))
+            }
+            Link::TcpScalarWrites => {
+                let (a, b) = tcp_pair().await;
+                (Box::new(ScalarWrites(a)), Box::new(ScalarWrites(b)))
+            }
+            Link::TcpNoise => {
+                let (a, b) = tcp_pair().await;
+                noise_pair(a, b).await
             }
         };
         pair

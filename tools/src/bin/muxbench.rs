@@ -5,6 +5,7 @@
 //! cargo run --release -p tools --bin muxbench                    # the full table
 //! cargo run --release -p tools --bin muxbench -- --rounds 3 --mib 64 --json out.json --svg streams.svg
 //! cargo run --release -p tools --bin muxbench -- --only "TCP" --muxers "ours,yamux" --threads 1
+//! cargo run --release -p tools --bin muxbench -- --links tcp-noise --placement block-on
 //! cargo run --release -p tools --bin muxbench -- --only none --long-link --window-svg window.svg
 //! ```
 //!
@@ -13,11 +14,21 @@
 //! until the link is 90 % used, the rate over the second half and the fairness between streams;
 //! `--long-rounds n` repeats them, `--window-svg` plots our stream's receive window over time.
 //!
-//! Every muxer is driven through `StreamMuxer` with its default config, over an in-memory pipe
-//! (256 KiB) and over TCP on 127.0.0.1 with nodelay and no security, on a runtime with 2 worker
-//! threads. Each cell is the median of the rounds; the last column is ours (extension mode)
-//! against the best of libp2p-mplex and libp2p-yamux, where above 1 means faster for throughput
-//! and below 1 means faster for latency.
+//! Every muxer is driven through `StreamMuxer` with its default config, on a runtime with 2
+//! worker threads, over every link (`--links memory,tcp,tcp-scalar,tcp-noise`, default all):
+//! an in-memory pipe (256 KiB); TCP on 127.0.0.1 with nodelay through libp2p-tcp's socket,
+//! which forwards vectored writes; the same behind a wrapper that writes one buffer per call
+//! (as WebSocket and TLS do); and TCP + noise negotiated as `upgrade(Version::V1)
+//! .authenticate(noise)` does (noise writes one buffer per call too, and encrypts in the
+//! writing task). "no muxer" is the bare link: the limit a muxer can approach.
+//!
+//! Placement (`--placement spawned,block-on`, default both): the application side of each
+//! measurement (the client) runs in a spawned task, or on the thread that calls `block_on`,
+//! as the body of `#[tokio::main]` does. The connections are driven by tasks of their own.
+//!
+//! Each cell is the median of the rounds; the last column is ours (extension mode) against
+//! the best of libp2p-mplex and libp2p-yamux, where above 1 means faster for throughput and
+//! below 1 means faster for latency.
 
 use std::fmt::Write as _;
 
@@ -35,6 +46,8 @@ struct Args {
     json: Option<String>,
     svg: Option<String>,
     threads: usize,
+    links: Vec<Link>,
+    placements: Vec<Placement>,
     /// Rounds of the long-link runs; none without `--long-link`.
     long_rounds: usize,
     window_svg: Option<String>,
@@ -59,6 +72,8 @@ impl Args {
             json: value("--json"),
             svg: value("--svg"),
             threads: number("--threads", 2),
+            links: chosen(value("--links"), &Link::ALL, |l| l.flag()),
+            placements: chosen(value("--placement"), &Placement::ALL, |p| p.flag()),
             long_rounds: if args.iter().any(|a| a == "--long-link") {
                 number("--long-rounds", 1)
             } else {
@@ -77,9 +92,57 @@ impl Args {
     }
 }
 
+/// `list`'s items named in a comma-separated `choice` (by `flag`), or all of them.
+fn chosen<T: Copy>(choice: Option<String>, all: &[T], flag: impl Fn(T) -> &'static str) -> Vec<T> {
+    let Some(choice) = choice else {
+        return all.to_vec();
+    };
+    let names: Vec<&str> = choice.split(',').map(str::trim).collect();
+    for name in &names {
+        assert!(
+            all.iter().any(|&item| flag(item) == *name),
+            "unknown choice {name:?}; one of {:?}",
+            all.iter().map(|&item| flag(item)).collect::<Vec<_>>()
+        );
+    }
+    all.iter()
+        .copied()
+        .filter(|&item| names.contains(&flag(item)))
+        .collect()
+}
+
+/// Where the application code (the client side of each measurement) runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// In a task spawned on the runtime, beside the connections' tasks.
+    Spawned,
+    /// On the thread that calls `block_on`, as the body of `#[tokio::main]` does: every wake-up
+    /// of the application crosses threads.
+    BlockOn,
+}
+
+impl Placement {
+    const ALL: [Placement; 2] = [Placement::Spawned, Placement::BlockOn];
+
+    fn flag(self) -> &'static str {
+        match self {
+            Placement::Spawned => "spawned",
+            Placement::BlockOn => "block-on",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Placement::Spawned => "application in a spawned task",
+            Placement::BlockOn => "application on the block_on thread",
+        }
+    }
+}
+
 /// One row of the table: a case on a link, with every muxer's median.
 struct Row {
     name: String,
+    placement: Placement,
     case: Case,
     medians: Vec<Option<Sample>>,
 }
@@ -105,6 +168,7 @@ impl Row {
 fn measure(
     runtime: &tokio::runtime::Runtime,
     args: &Args,
+    placement: Placement,
     name: String,
     case: Case,
     link: Link,
@@ -117,10 +181,14 @@ fn measure(
             if !args.selects(Muxer::ALL[i]) {
                 continue;
             }
-            // In a task, as application code runs: `block_on` alone would run the client on the
-            // main thread, outside the runtime's workers.
-            let task = runtime.spawn(run(case, Muxer::ALL[i], link));
-            if let Some(sample) = runtime.block_on(task).expect("measurement task") {
+            let measurement = run(case, Muxer::ALL[i], link);
+            let sample = match placement {
+                Placement::Spawned => runtime
+                    .block_on(runtime.spawn(measurement))
+                    .expect("measurement task"),
+                Placement::BlockOn => runtime.block_on(measurement),
+            };
+            if let Some(sample) = sample {
                 samples[i].push(sample);
             }
         }
@@ -138,13 +206,22 @@ fn measure(
         .collect();
     Row {
         name,
+        placement,
         case,
         medians,
     }
 }
 
+fn print_header() {
+    print!("{:<44}", "test");
+    for m in Muxer::ALL {
+        print!("{:>20}", m.name());
+    }
+    println!("{:>12}", "ours/best");
+}
+
 fn print_row(row: &Row) {
-    print!("{:<34}", row.name);
+    print!("{:<44}", row.name);
     for sample in &row.medians {
         let cell = match sample {
             None => "–".to_string(),
@@ -172,8 +249,9 @@ fn print_row(row: &Row) {
 fn json(rows: &[Row], sweep: &[Row], args: &Args) -> String {
     let row_json = |row: &Row| {
         let mut out = format!(
-            "{{\"test\":{:?},\"unit\":{:?},\"results\":{{",
+            "{{\"test\":{:?},\"placement\":{:?},\"unit\":{:?},\"results\":{{",
             row.name,
+            row.placement.flag(),
             row.case.unit()
         );
         let cells: Vec<String> = Muxer::ALL
@@ -482,88 +560,64 @@ fn main() {
     let mib = args.mib << 20;
     let cases = [
         (
-            "1 stream, memory pipe",
-            Link::Memory,
+            "1 stream",
             Case::Throughput {
                 streams: 1,
                 bytes_each: mib,
             },
         ),
         (
-            "1 stream, TCP",
-            Link::Tcp,
-            Case::Throughput {
-                streams: 1,
-                bytes_each: mib,
-            },
-        ),
-        (
-            "64 streams, memory pipe",
-            Link::Memory,
+            "64 streams",
             Case::Throughput {
                 streams: 64,
                 bytes_each: (mib / 64).max(1),
             },
         ),
+        ("request/response", Case::RequestResponse { requests: 2000 }),
         (
-            "64 streams, TCP",
-            Link::Tcp,
-            Case::Throughput {
-                streams: 64,
-                bytes_each: (mib / 64).max(1),
-            },
-        ),
-        (
-            "request/response, memory pipe",
-            Link::Memory,
-            Case::RequestResponse { requests: 2000 },
-        ),
-        (
-            "request/response, TCP",
-            Link::Tcp,
-            Case::RequestResponse { requests: 2000 },
-        ),
-        (
-            "request/response p99, memory pipe",
-            Link::Memory,
+            "request/response p99",
             Case::RequestResponseP99 { requests: 2000 },
         ),
-        (
-            "request/response p99, TCP",
-            Link::Tcp,
-            Case::RequestResponseP99 { requests: 2000 },
-        ),
-        (
-            "open+close, memory pipe",
-            Link::Memory,
-            Case::OpenClose { streams: 4000 },
-        ),
-        (
-            "open+close, TCP",
-            Link::Tcp,
-            Case::OpenClose { streams: 4000 },
-        ),
-        (
-            "memory per idle stream, both ends",
-            Link::Memory,
-            Case::IdleStreamMemory { streams: 100 },
-        ),
+        ("open+close", Case::OpenClose { streams: 4000 }),
     ];
     println!(
-        "medians of {} alternating rounds; MiB/s (slowest/fastest stream), µs or bytes; last column: ours (extension) / best peer\n",
+        "medians of {} alternating rounds; MiB/s (slowest/fastest stream), µs or bytes; last column: ours (extension) / best peer",
         args.rounds
     );
-    print!("{:<34}", "test");
-    for m in Muxer::ALL {
-        print!("{:>20}", m.name());
-    }
-    println!("{:>12}", "ours/best");
     let mut rows = Vec::new();
-    for (name, link, case) in cases {
-        if args.only.as_deref().is_some_and(|o| !name.contains(o)) {
+    for placement in Placement::ALL {
+        if !args.placements.contains(&placement) {
             continue;
         }
-        let row = measure(&runtime, &args, name.to_string(), case, link);
+        println!("\n{}", placement.title());
+        print_header();
+        for (case_name, case) in cases {
+            for link in Link::ALL {
+                let name = format!("{case_name}, {}", link.name());
+                if !args.links.contains(&link)
+                    || args.only.as_deref().is_some_and(|o| !name.contains(o))
+                {
+                    continue;
+                }
+                let row = measure(&runtime, &args, placement, name, case, link);
+                print_row(&row);
+                rows.push(row);
+            }
+        }
+    }
+    let idle = "memory per idle stream, both ends";
+    if args.only.as_deref().is_none_or(|o| idle.contains(o)) {
+        println!();
+        print_header();
+        let case = Case::IdleStreamMemory { streams: 100 };
+        let row = measure(
+            &runtime,
+            &args,
+            Placement::Spawned,
+            idle.to_string(),
+            case,
+            Link::Memory,
+        );
         print_row(&row);
         rows.push(row);
     }
@@ -606,6 +660,7 @@ fn main() {
             let row = measure(
                 &runtime,
                 &args,
+                Placement::Spawned,
                 format!("{streams} streams"),
                 case,
                 Link::Memory,
