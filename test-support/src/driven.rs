@@ -130,9 +130,31 @@ pub fn drive_observed(
 }
 
 /// Spawns a task that polls `muxer` until the connection ends, calling `observe` after each poll.
-pub fn drive_with<M>(
+pub fn drive_with<M>(muxer: M, observe: impl FnMut(&M) + Send + 'static) -> Driven<M::Substream>
+where
+    M: StreamMuxer + Unpin + Send + 'static,
+    M::Substream: Send + 'static,
+    M::Error: std::fmt::Display,
+{
+    spawn_driver(muxer, observe, false)
+}
+
+/// Like [`drive`], but the task also ends, dropping the muxer and so closing its socket, once
+/// the [`Driven`] and every [`Opener`] are dropped: for benchmarks that make one connection per
+/// measurement and must not keep them all open.
+pub fn drive_while_held<M>(muxer: M) -> Driven<M::Substream>
+where
+    M: StreamMuxer + Unpin + Send + 'static,
+    M::Substream: Send + 'static,
+    M::Error: std::fmt::Display,
+{
+    spawn_driver(muxer, |_| {}, true)
+}
+
+fn spawn_driver<M>(
     mut muxer: M,
     mut observe: impl FnMut(&M) + Send + 'static,
+    end_when_released: bool,
 ) -> Driven<M::Substream>
 where
     M: StreamMuxer + Unpin + Send + 'static,
@@ -144,10 +166,29 @@ where
     let (ended_tx, ended_rx) = oneshot::channel();
     tokio::spawn(async move {
         let mut pending_open = None;
+        let mut released = false;
         let error = poll_fn(|cx: &mut Context<'_>| {
-            let result = poll_once(&mut muxer, cx, &mut pending_open, &mut open_rx, &inbound_tx);
-            observe(&muxer);
-            result
+            if !released {
+                let result = poll_once(
+                    &mut muxer,
+                    cx,
+                    &mut pending_open,
+                    &mut open_rx,
+                    &inbound_tx,
+                    end_when_released,
+                );
+                observe(&muxer);
+                match result {
+                    Poll::Ready(e) if e == RELEASED => released = true,
+                    other => return other,
+                }
+            }
+            // Closed, not just dropped: frames the streams queued still go out (libp2p-mplex
+            // drops them with the muxer).
+            match muxer.poll_close_unpin(cx) {
+                Poll::Ready(_) => Poll::Ready(RELEASED.to_string()),
+                Poll::Pending => Poll::Pending,
+            }
         })
         .await;
         let _ = ended_tx.send(error);
@@ -161,12 +202,16 @@ where
 
 type OpenRequest<S> = oneshot::Sender<S>;
 
+/// How a [`drive_while_held`] driver ends once its handles are gone.
+const RELEASED: &str = "released";
+
 fn poll_once<M>(
     muxer: &mut M,
     cx: &mut Context<'_>,
     pending_open: &mut Option<OpenRequest<M::Substream>>,
     open_rx: &mut mpsc::UnboundedReceiver<OpenRequest<M::Substream>>,
     inbound_tx: &mpsc::UnboundedSender<M::Substream>,
+    end_when_released: bool,
 ) -> Poll<String>
 where
     M: StreamMuxer + Unpin,
@@ -185,10 +230,14 @@ where
         if let Poll::Ready(Err(e)) = muxer.poll_unpin(cx) {
             return Poll::Ready(e.to_string());
         }
-        if pending_open.is_none()
-            && let Poll::Ready(Some(req)) = open_rx.poll_next_unpin(cx)
-        {
-            *pending_open = Some(req);
+        if pending_open.is_none() {
+            match open_rx.poll_next_unpin(cx) {
+                Poll::Ready(Some(req)) => *pending_open = Some(req),
+                Poll::Ready(None) if end_when_released => {
+                    return Poll::Ready(RELEASED.to_string());
+                }
+                _ => {}
+            }
         }
         if let Some(req) = pending_open.take() {
             match muxer.poll_outbound_unpin(cx) {

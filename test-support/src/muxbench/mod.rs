@@ -16,7 +16,7 @@ use tokio_util::compat::TokioAsyncReadCompatExt;
 
 use crate::{
     counting,
-    driven::{self, drive},
+    driven::{self, drive_while_held},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,7 +242,7 @@ pub async fn connection(
         Muxer::Yamux => upgrade!(libp2p_yamux::Config::default(), "/yamux/1.0.0", a, b),
         Muxer::None => unreachable!("no muxer has no streams"),
     };
-    (Arc::new(drive(a)), drive(b))
+    (Arc::new(drive_while_held(a)), drive_while_held(b))
 }
 
 const CHUNK: usize = 64 * 1024;
@@ -366,11 +366,14 @@ pub async fn throughput(kind: Muxer, link: Link, streams: usize, bytes_each: usi
     if kind == Muxer::None {
         let (a, b) = sockets(link).await;
         let start = Instant::now();
-        // Writer and reader in tasks of their own, as with a muxer (on TCP + noise, encrypting
-        // and decrypting then run side by side).
-        let sender = tokio::spawn(send(Box::new(a), total));
-        let got = receive(Box::new(b)).await;
-        sender.await.expect("sender");
+        // The writer is the application (it runs where the placement says), the reader the
+        // far end, in a task of its own, as with a muxer (on TCP + noise, encrypting and
+        // decrypting then run side by side). Timed until the reader has everything.
+        let receiver = tokio::spawn(receive(Box::new(b)));
+        let (_, got) = future::join(send(Box::new(a), total), async {
+            receiver.await.expect("receiver")
+        })
+        .await;
         assert_eq!(got, total);
         return Sample {
             value: mib / start.elapsed().as_secs_f64(),
@@ -387,17 +390,21 @@ pub async fn throughput(kind: Muxer, link: Link, streams: usize, bytes_each: usi
                 (receive(Box::new(s)).await, start.elapsed())
             }));
         }
-        future::join_all(tasks)
+        let done = future::join_all(tasks)
             .await
             .into_iter()
             .map(|r| r.expect("receiver"))
-            .collect::<Vec<_>>()
+            .collect::<Vec<_>>();
+        // The connection stays until the senders have seen their closes through.
+        (done, server)
     });
-    for _ in 0..streams {
+    // The senders are the application: they run where the placement says, in this future.
+    let senders = future::join_all((0..streams).map(|_| {
         let client = client.clone();
-        tokio::spawn(async move { send(Box::new(client.open().await), bytes_each).await });
-    }
-    let done = receivers.await.expect("receivers");
+        async move { send(Box::new(client.open().await), bytes_each).await }
+    }));
+    let (_, received) = future::join(senders, receivers).await;
+    let (done, _server) = received.expect("receivers");
     let elapsed = start.elapsed();
     assert!(
         done.iter().all(|(n, _)| *n == bytes_each),
@@ -447,15 +454,21 @@ pub async fn request_response_latencies(kind: Muxer, link: Link, requests: usize
     }
     let (client, mut server) = connection(kind, link).await;
     let echo = tokio::spawn(async move {
+        let mut answers = Vec::with_capacity(requests);
         for _ in 0..requests {
             let mut s = server.accept().await;
-            tokio::spawn(async move {
+            answers.push(tokio::spawn(async move {
                 let mut request = Vec::new();
                 s.read_to_end(&mut request).await.expect("request");
                 s.write_all(&request).await.expect("answer");
-                s.close().await.expect("close answer");
-            });
+                // The client has the answer once the close is sent; the connection may be
+                // gone by the time this task hears back.
+                let _ = s.close().await;
+            }));
         }
+        future::join_all(answers).await;
+        // The connection goes when the client is done with it (see below).
+        server
     });
     let request = [1u8; 64];
     for _ in 0..requests {
@@ -468,7 +481,7 @@ pub async fn request_response_latencies(kind: Muxer, link: Link, requests: usize
         assert_eq!(answer.len(), 64);
         latencies.push(start.elapsed().as_secs_f64() * 1e6);
     }
-    echo.await.expect("echo");
+    let _server = echo.await.expect("echo");
     latencies
 }
 
@@ -476,19 +489,26 @@ pub async fn open_close(kind: Muxer, link: Link, streams: usize) -> Sample {
     const IN_FLIGHT: usize = 8;
     let (client, mut server) = connection(kind, link).await;
     let acceptor = tokio::spawn(async move {
+        let mut closers = Vec::with_capacity(streams);
         for _ in 0..streams {
             let mut s = server.accept().await;
-            tokio::spawn(async move {
+            closers.push(tokio::spawn(async move {
                 s.close().await.expect("close");
                 let mut byte = Vec::new();
                 s.read_to_end(&mut byte).await.expect("EOF");
-            });
+            }));
         }
+        for closer in future::join_all(closers).await {
+            closer.expect("closer");
+        }
+        // The connection goes when the client is done with it (see below).
+        server
     });
     let start = Instant::now();
+    // The openers are the application: they run where the placement says, in this future.
     let openers = (0..IN_FLIGHT).map(|i| {
         let client = client.clone();
-        tokio::spawn(async move {
+        async move {
             let byte = [1u8];
             let mut eof = [0u8; 1];
             for _ in (i..streams).step_by(IN_FLIGHT) {
@@ -497,12 +517,10 @@ pub async fn open_close(kind: Muxer, link: Link, streams: usize) -> Sample {
                 s.close().await.expect("close");
                 let _ = s.read(&mut eof).await.expect("EOF");
             }
-        })
+        }
     });
-    for opener in future::join_all(openers).await {
-        opener.expect("opener");
-    }
-    acceptor.await.expect("acceptor");
+    future::join_all(openers).await;
+    let _server = acceptor.await.expect("acceptor");
     Sample {
         value: start.elapsed().as_secs_f64() * 1e6 / streams as f64,
         fairness: None,
@@ -528,7 +546,7 @@ pub async fn beside_flood(link: Link, flooded: usize, bytes: usize) -> f64 {
     let mut config = Config::default();
     config.set_max_num_streams(flooded + 8);
     let (a, b) = upgrade!(config, EXTENSION_PROTOCOL, a, b);
-    let (client, mut server) = (Arc::new(drive(a)), drive(b));
+    let (client, mut server) = (Arc::new(drive_while_held(a)), drive_while_held(b));
     let written = Arc::new(AtomicUsize::new(0));
     let chunk = Arc::new(vec![3u8; CHUNK]);
     let mut unread = Vec::with_capacity(flooded);
@@ -625,7 +643,7 @@ pub async fn long_link(
             Muxer::Yamux => upgrade!(libp2p_yamux::Config::default(), "/yamux/1.0.0", a, b),
             Muxer::None => unreachable!(),
         };
-        let (client, mut server) = (Arc::new(drive(a)), drive(b));
+        let (client, mut server) = (Arc::new(drive_while_held(a)), drive_while_held(b));
         // Each stream is read from the moment it arrives, so that what the application reads
         // is what the link carried (a muxer without flow control would otherwise let data
         // pile up on the receiving side, read later at more than the link's rate).
@@ -634,14 +652,15 @@ pub async fn long_link(
             for _ in 0..streams {
                 readers.push(tokio::spawn(count(Box::new(server.accept().await))));
             }
-            readers
+            // The connection stays while the readers read.
+            (readers, server)
         });
         let mut writers = Vec::new();
         for _ in 0..streams {
             let stream = client.open().await;
             writers.push(tokio::spawn(flat_out(Box::new(stream), stop.clone())));
         }
-        let readers = acceptor.await.expect("acceptor");
+        let (readers, _server) = acceptor.await.expect("acceptor");
         tokio::time::sleep(duration.saturating_sub(start.elapsed())).await;
         stop.store(true, Ordering::Relaxed);
         for writer in writers {
@@ -691,8 +710,8 @@ pub async fn window_over_time(
 
     let (a, b) = delay_line::link(rtt, bits_per_second);
     let (client, mut server) = (
-        drive(Ours::new(a, Config::default(), Mode::Extension)),
-        drive(Ours::new(b, Config::default(), Mode::Extension)),
+        drive_while_held(Ours::new(a, Config::default(), Mode::Extension)),
+        drive_while_held(Ours::new(b, Config::default(), Mode::Extension)),
     );
     let duration = rtt * round_trips as u32;
     let mut writer = client.open().await;
