@@ -151,6 +151,21 @@ where
     spawn_driver(muxer, |_| {}, true)
 }
 
+/// How many [`drive_while_held`] drivers are still running (closing, or not yet released).
+static HELD_DRIVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Waits until every [`drive_while_held`] driver has ended: a measurement of memory must not
+/// count what connections of earlier measurements free while they close. Yields between looks;
+/// gives up after 100,000 of them.
+pub async fn held_drivers_ended() {
+    for _ in 0..100_000 {
+        if HELD_DRIVERS.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 fn spawn_driver<M>(
     mut muxer: M,
     mut observe: impl FnMut(&M) + Send + 'static,
@@ -164,6 +179,9 @@ where
     let (open_tx, mut open_rx) = mpsc::unbounded::<oneshot::Sender<M::Substream>>();
     let (inbound_tx, inbound_rx) = mpsc::unbounded();
     let (ended_tx, ended_rx) = oneshot::channel();
+    if end_when_released {
+        HELD_DRIVERS.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
     tokio::spawn(async move {
         let mut pending_open = None;
         let mut released = false;
@@ -191,6 +209,10 @@ where
             }
         })
         .await;
+        drop(muxer);
+        if end_when_released {
+            HELD_DRIVERS.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        }
         let _ = ended_tx.send(error);
     });
     Driven {
