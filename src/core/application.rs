@@ -241,11 +241,23 @@ impl Connection {
 
     /// Closes our write direction (FIN). Idempotent; fine after the peer stopped reading.
     ///
+    /// A repeated call changes nothing and succeeds, also once the connection has ended: the
+    /// async layer repeats it on every poll of a close, and whether the Close made it out is
+    /// for [`Connection::poll_flushed`] to say (a Close flushed before the connection ended
+    /// succeeded).
+    ///
     /// # Errors
     ///
     /// [`StreamError::Reset`] on a reset stream; [`StreamError::Connection`] once the connection
-    /// has ended.
+    /// has ended, for a stream not yet closed for writing.
     pub fn close_write(&mut self, id: StreamId) -> Result<(), StreamError> {
+        if self
+            .streams
+            .get(&id)
+            .is_some_and(|entry| entry.send == SendState::Closed)
+        {
+            return Ok(());
+        }
         let entry = self.live_entry(id)?;
         match entry.send {
             SendState::Open => {
@@ -261,13 +273,21 @@ impl Connection {
 
     /// Closes our read direction (stop-sending). Unread data is dropped and later reads give EOF.
     /// In extension mode the peer is told with CloseRead (carrying `code`); in plain-mplex mode
-    /// nothing can be sent and the data that still arrives is discarded. Idempotent.
+    /// nothing can be sent and the data that still arrives is discarded. Idempotent: a repeated
+    /// call succeeds, also once the connection has ended (as for [`Connection::close_write`]).
     ///
     /// # Errors
     ///
     /// [`StreamError::Reset`] on a reset stream; [`StreamError::Connection`] once the connection
-    /// has ended.
+    /// has ended, for a stream not yet closed for reading.
     pub fn close_read(&mut self, id: StreamId, code: u64) -> Result<(), StreamError> {
+        if self
+            .streams
+            .get(&id)
+            .is_some_and(|entry| entry.recv == RecvState::Stopped)
+        {
+            return Ok(());
+        }
         let mode = self.mode;
         let entry = self.live_entry(id)?;
         let recv = entry.recv;

@@ -1,15 +1,16 @@
-//! A known issue, reproduced here for the engineer who fixes it: a close-write whose Close
-//! frame the peer has read can still fail, when the peer drops the connection right after.
+//! A close-write whose Close the peer has read succeeds, also when the peer drops the
+//! connection right after.
 //!
 //! 64 streams each write 256 KiB over TCP and close writing; the peer reads every stream to EOF
 //! (so it has every Close) and then drops its muxer at once, without `poll_close`. Every
-//! `close()` should succeed: what it waits for, the Close frame leaving through the socket,
-//! happened. In about 1 round in 100 some of them fail instead, mostly with the connection's
-//! `Closed` (the driver read the peer's EOF), now and then with the socket's `Broken pipe` or
-//! `Connection reset`: the flush that carried the Close was not yet reported to the core
-//! (`core::outbox`'s flush tracking) when the connection ended. Ignored until fixed, so that
-//! main stays green; run it with
-//! `cargo test --release --test known_issue_close_race -- --ignored`.
+//! `close()` must succeed: what it waits for, the Close leaving through the socket, happened.
+//! Before the fix, in about 1 round in 100 some of them failed with the connection's end: a
+//! close polled again after the connection ended repeated the close call, which failed before
+//! the flush could say that the Close had left. The window is narrow (the peer must leave
+//! between the Close's flush and the closing task's next poll): in a release build
+//! (`cargo test --release --test close_after_the_peer_leaves`) 400 rounds failed every time
+//! before the fix; a debug build rarely hits it, so `core::tests` pins the rule itself,
+//! deterministically, and this test keeps the end-to-end case in the suite.
 
 use std::{sync::Arc, task::Poll};
 
@@ -23,11 +24,10 @@ use libp2p_mplex_halfclose::{Config, Mode, Muxer};
 use test_support::driven::drive;
 use tokio::net::{TcpListener, TcpStream};
 
-const ROUNDS: usize = 400;
+const ROUNDS: usize = 60;
 const STREAMS: usize = 64;
 
 #[test]
-#[ignore = "known issue: fails in about 1 round in 100 (see the file's docs)"]
 fn a_close_the_peer_has_read_succeeds_when_the_peer_then_drops_the_connection() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
