@@ -391,3 +391,94 @@ async fn the_transport_dying_mid_transfer_fails_every_stream_and_poll_close_comp
         );
     }
 }
+
+/// A socket that takes every write and, once told to, fails every read with a reset.
+struct ResetOnRead {
+    fail_reads: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl futures::AsyncRead for ResetOnRead {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        _: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.fail_reads.load(std::sync::atomic::Ordering::Relaxed) {
+            std::task::Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()))
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+}
+
+impl futures::AsyncWrite for ResetOnRead {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// The driver writes and flushes a stream's data and Close, and the read in the same round
+/// fails (the peer reset the connection after reading everything): the close succeeded, since
+/// its Close left and was flushed, and only later calls see the connection's end.
+#[test]
+fn a_close_flushed_in_the_round_whose_read_fails_succeeds() {
+    use futures::{AsyncWrite, task::noop_waker_ref};
+    use std::{
+        pin::Pin,
+        sync::{Arc, atomic::AtomicBool},
+        task::{Context, Poll},
+    };
+    let cx = &mut Context::from_waker(noop_waker_ref());
+    for mode in both_modes() {
+        let fail_reads = Arc::new(AtomicBool::new(false));
+        let socket = ResetOnRead {
+            fail_reads: fail_reads.clone(),
+        };
+        let mut muxer = Muxer::new(socket, Config::default(), mode);
+        let Poll::Ready(Ok(mut s)) = muxer.poll_outbound_unpin(cx) else {
+            panic!("{mode:?}: opening needs no write");
+        };
+        // More than a stream's task sends itself: the driver writes it, and the Close behind.
+        let data = vec![7u8; 64 * 1024];
+        assert!(matches!(
+            Pin::new(&mut s).poll_write(cx, &data),
+            Poll::Ready(Ok(n)) if n == data.len()
+        ));
+        assert!(Pin::new(&mut s).poll_close(cx).is_pending(), "{mode:?}");
+        fail_reads.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            matches!(muxer.poll_unpin(cx), Poll::Ready(Err(_))),
+            "{mode:?}: the reset ends the connection"
+        );
+        assert!(
+            matches!(Pin::new(&mut s).poll_close(cx), Poll::Ready(Ok(()))),
+            "{mode:?}: the Close was flushed before the reset"
+        );
+        let mut later = s;
+        assert!(
+            matches!(
+                Pin::new(&mut later).poll_write(cx, b"x"),
+                Poll::Ready(Err(_))
+            ),
+            "{mode:?}: a write after the end fails"
+        );
+    }
+}

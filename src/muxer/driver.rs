@@ -251,14 +251,26 @@ fn drive_rounds<C: AsyncRead + AsyncWrite + Unpin>(
         // A flush moved something: its report is taken in the next round.
         flushed = round.progress.flushed_frames;
         let read = if round.value {
-            if reader.is_eof() {
+            let polled = if reader.is_eof() {
                 // Every complete frame was handled and no more bytes will come.
-                return Err(reader.finish());
-            }
-            match reader.poll_fill(&mut socket.io, cx) {
-                Poll::Ready(Ok(())) => true,
-                Poll::Ready(Err(e)) => return Err(e.into()),
-                Poll::Pending => false,
+                Err(reader.finish())
+            } else {
+                match reader.poll_fill(&mut socket.io, cx) {
+                    Poll::Ready(Ok(())) => Ok(true),
+                    Poll::Ready(Err(e)) => Err(e.into()),
+                    Poll::Pending => Ok(false),
+                }
+            };
+            match polled {
+                Ok(read) => read,
+                Err(e) => {
+                    // What this round flushed did leave: the flushes and closes waiting on it
+                    // succeed.
+                    if let Some(frames) = flushed {
+                        shared.lock().on_flushed(frames);
+                    }
+                    return Err(e);
+                }
             }
         } else {
             false
