@@ -153,26 +153,39 @@ async fn a_violation_fails_open_streams_with_invalid_data() {
     assert!(driven.ended().await.contains("extension frame"));
 }
 
-/// Reads never complete; every write fails.
-struct FailingWrites;
+/// A socket with failures injected: every write fails (`writes_fail`), or every write is taken
+/// whole; reads wait forever, or fail with a reset once `reads_reset` is set.
+#[derive(Default)]
+struct InjectedFailures {
+    writes_fail: bool,
+    reads_reset: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
 
-impl futures::AsyncRead for FailingWrites {
+impl futures::AsyncRead for InjectedFailures {
     fn poll_read(
         self: std::pin::Pin<&mut Self>,
         _: &mut std::task::Context<'_>,
         _: &mut [u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::task::Poll::Pending
+        if self.reads_reset.load(std::sync::atomic::Ordering::Relaxed) {
+            std::task::Poll::Ready(Err(ErrorKind::ConnectionReset.into()))
+        } else {
+            std::task::Poll::Pending
+        }
     }
 }
 
-impl futures::AsyncWrite for FailingWrites {
+impl futures::AsyncWrite for InjectedFailures {
     fn poll_write(
         self: std::pin::Pin<&mut Self>,
         _: &mut std::task::Context<'_>,
-        _: &[u8],
+        buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
-        std::task::Poll::Ready(Err(std::io::Error::other("injected write failure")))
+        std::task::Poll::Ready(if self.writes_fail {
+            Err(std::io::Error::other("injected write failure"))
+        } else {
+            Ok(buf.len())
+        })
     }
 
     fn poll_flush(
@@ -203,7 +216,11 @@ fn a_write_failing_in_a_streams_task_ends_the_connection_with_one_cause() {
     let cx = &mut Context::from_waker(noop_waker_ref());
     for mode in both_modes() {
         for close_first in [false, true] {
-            let mut muxer = Muxer::new(FailingWrites, Config::default(), mode);
+            let failing_writes = InjectedFailures {
+                writes_fail: true,
+                ..InjectedFailures::default()
+            };
+            let mut muxer = Muxer::new(failing_writes, Config::default(), mode);
             let Poll::Ready(Ok(mut s)) = muxer.poll_outbound_unpin(cx) else {
                 panic!("{mode:?}: opening needs no write");
             };
@@ -392,49 +409,6 @@ async fn the_transport_dying_mid_transfer_fails_every_stream_and_poll_close_comp
     }
 }
 
-/// A socket that takes every write and, once told to, fails every read with a reset.
-struct ResetOnRead {
-    fail_reads: std::sync::Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl futures::AsyncRead for ResetOnRead {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        _: &mut [u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        if self.fail_reads.load(std::sync::atomic::Ordering::Relaxed) {
-            std::task::Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()))
-        } else {
-            std::task::Poll::Pending
-        }
-    }
-}
-
-impl futures::AsyncWrite for ResetOnRead {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::task::Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn poll_close(
-        self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-}
-
 /// The driver writes and flushes a stream's data and Close, and the read in the same round
 /// fails (the peer reset the connection after reading everything): the close succeeded, since
 /// its Close left and was flushed, and only later calls see the connection's end.
@@ -448,9 +422,10 @@ fn a_close_flushed_in_the_round_whose_read_fails_succeeds() {
     };
     let cx = &mut Context::from_waker(noop_waker_ref());
     for mode in both_modes() {
-        let fail_reads = Arc::new(AtomicBool::new(false));
-        let socket = ResetOnRead {
-            fail_reads: fail_reads.clone(),
+        let reads_reset = Arc::new(AtomicBool::new(false));
+        let socket = InjectedFailures {
+            reads_reset: reads_reset.clone(),
+            ..InjectedFailures::default()
         };
         let mut muxer = Muxer::new(socket, Config::default(), mode);
         let Poll::Ready(Ok(mut s)) = muxer.poll_outbound_unpin(cx) else {
@@ -463,7 +438,7 @@ fn a_close_flushed_in_the_round_whose_read_fails_succeeds() {
             Poll::Ready(Ok(n)) if n == data.len()
         ));
         assert!(Pin::new(&mut s).poll_close(cx).is_pending(), "{mode:?}");
-        fail_reads.store(true, std::sync::atomic::Ordering::Relaxed);
+        reads_reset.store(true, std::sync::atomic::Ordering::Relaxed);
         assert!(
             matches!(muxer.poll_unpin(cx), Poll::Ready(Err(_))),
             "{mode:?}: the reset ends the connection"

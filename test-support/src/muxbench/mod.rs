@@ -96,6 +96,73 @@ impl Link {
     }
 }
 
+/// Where the application code (the client side of a measurement) runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// In a task spawned on the runtime, beside the connections' tasks.
+    Spawned,
+    /// On the thread that calls `block_on`, as the body of `#[tokio::main]` does: every wake-up
+    /// of the application crosses threads.
+    BlockOn,
+}
+
+impl Placement {
+    pub const ALL: [Placement; 2] = [Placement::Spawned, Placement::BlockOn];
+
+    /// The name `--placement` takes.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Placement::Spawned => "spawned",
+            Placement::BlockOn => "block-on",
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Placement::Spawned => "application in a spawned task",
+            Placement::BlockOn => "application on the block_on thread",
+        }
+    }
+
+    /// Runs `measurement` to its end, placed as `self` says.
+    pub fn run<T: Send + 'static>(
+        self,
+        runtime: &tokio::runtime::Runtime,
+        measurement: impl std::future::Future<Output = T> + Send + 'static,
+    ) -> T {
+        match self {
+            Placement::Spawned => runtime
+                .block_on(runtime.spawn(measurement))
+                .expect("measurement task"),
+            Placement::BlockOn => runtime.block_on(measurement),
+        }
+    }
+}
+
+/// The items of `all` named (by `flag`) in a comma-separated `choice`, or all of them: what a
+/// tool's `--links` or `--placement` selects. Panics on a name that is not one of them.
+pub fn chosen<T: Copy>(
+    choice: Option<String>,
+    all: &[T],
+    flag: impl Fn(T) -> &'static str,
+) -> Vec<T> {
+    let Some(choice) = choice else {
+        return all.to_vec();
+    };
+    let names: Vec<&str> = choice.split(',').map(str::trim).collect();
+    for name in &names {
+        assert!(
+            all.iter().any(|&item| flag(item) == *name),
+            "unknown choice {name:?}; one of {:?}",
+            all.iter().map(|&item| flag(item)).collect::<Vec<_>>()
+        );
+    }
+    all.iter()
+        .copied()
+        .filter(|&item| names.contains(&flag(item)))
+        .collect()
+}
+
 pub trait Socket: futures::AsyncRead + futures::AsyncWrite + Unpin + Send + 'static {}
 impl<T: futures::AsyncRead + futures::AsyncWrite + Unpin + Send + 'static> Socket for T {}
 

@@ -36,7 +36,7 @@ use std::fmt::Write as _;
 static ALLOCATOR: test_support::counting::CountingAllocator =
     test_support::counting::CountingAllocator;
 
-use test_support::muxbench::{self, Case, Link, Muxer, Sample, median, run};
+use test_support::muxbench::{self, Case, Link, Muxer, Placement, Sample, chosen, median, run};
 
 struct Args {
     rounds: usize,
@@ -92,53 +92,6 @@ impl Args {
     }
 }
 
-/// `list`'s items named in a comma-separated `choice` (by `flag`), or all of them.
-fn chosen<T: Copy>(choice: Option<String>, all: &[T], flag: impl Fn(T) -> &'static str) -> Vec<T> {
-    let Some(choice) = choice else {
-        return all.to_vec();
-    };
-    let names: Vec<&str> = choice.split(',').map(str::trim).collect();
-    for name in &names {
-        assert!(
-            all.iter().any(|&item| flag(item) == *name),
-            "unknown choice {name:?}; one of {:?}",
-            all.iter().map(|&item| flag(item)).collect::<Vec<_>>()
-        );
-    }
-    all.iter()
-        .copied()
-        .filter(|&item| names.contains(&flag(item)))
-        .collect()
-}
-
-/// Where the application code (the client side of each measurement) runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Placement {
-    /// In a task spawned on the runtime, beside the connections' tasks.
-    Spawned,
-    /// On the thread that calls `block_on`, as the body of `#[tokio::main]` does: every wake-up
-    /// of the application crosses threads.
-    BlockOn,
-}
-
-impl Placement {
-    const ALL: [Placement; 2] = [Placement::Spawned, Placement::BlockOn];
-
-    fn flag(self) -> &'static str {
-        match self {
-            Placement::Spawned => "spawned",
-            Placement::BlockOn => "block-on",
-        }
-    }
-
-    fn title(self) -> &'static str {
-        match self {
-            Placement::Spawned => "application in a spawned task",
-            Placement::BlockOn => "application on the block_on thread",
-        }
-    }
-}
-
 /// One row of the table: a case on a link, with every muxer's median.
 struct Row {
     name: String,
@@ -181,14 +134,7 @@ fn measure(
             if !args.selects(Muxer::ALL[i]) {
                 continue;
             }
-            let measurement = run(case, Muxer::ALL[i], link);
-            let sample = match placement {
-                Placement::Spawned => runtime
-                    .block_on(runtime.spawn(measurement))
-                    .expect("measurement task"),
-                Placement::BlockOn => runtime.block_on(measurement),
-            };
-            if let Some(sample) = sample {
+            if let Some(sample) = placement.run(runtime, run(case, Muxer::ALL[i], link)) {
                 samples[i].push(sample);
             }
         }

@@ -32,11 +32,7 @@
 //! faster for rates, below 1 faster for times and CPU. A reference row gives one noise channel
 //! without a muxer (what one-stream bulk can approach).
 
-use std::{
-    future::Future,
-    pin::Pin,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt, future};
 use libp2p::{
@@ -48,7 +44,7 @@ use libp2p::{
     swarm::{NetworkBehaviour, SwarmEvent},
     tcp,
 };
-use test_support::muxbench::{self, Link, median, percentile};
+use test_support::muxbench::{self, Link, Placement, chosen, median, percentile};
 
 const ECHO: StreamProtocol = StreamProtocol::new("/stackbench/echo/1.0.0");
 const SINK: StreamProtocol = StreamProtocol::new("/stackbench/sink/1.0.0");
@@ -72,30 +68,6 @@ impl Muxer {
             Muxer::Ours => "ours (extension)",
             Muxer::Yamux => "libp2p-yamux 0.48",
             Muxer::LibMplex => "libp2p-mplex 0.44",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Placement {
-    Spawned,
-    BlockOn,
-}
-
-impl Placement {
-    const ALL: [Placement; 2] = [Placement::Spawned, Placement::BlockOn];
-
-    fn flag(self) -> &'static str {
-        match self {
-            Placement::Spawned => "spawned",
-            Placement::BlockOn => "block-on",
-        }
-    }
-
-    fn title(self) -> &'static str {
-        match self {
-            Placement::Spawned => "client application in a spawned task",
-            Placement::BlockOn => "client application on the block_on thread",
         }
     }
 }
@@ -161,28 +133,12 @@ impl Args {
         };
         let number =
             |name: &str, default| value(name).and_then(|v| v.parse().ok()).unwrap_or(default);
-        let placements = match value("--placement") {
-            None => Placement::ALL.to_vec(),
-            Some(list) => {
-                let names: Vec<&str> = list.split(',').map(str::trim).collect();
-                for name in &names {
-                    assert!(
-                        Placement::ALL.iter().any(|p| p.flag() == *name),
-                        "--placement takes spawned, block-on or both"
-                    );
-                }
-                Placement::ALL
-                    .into_iter()
-                    .filter(|p| names.contains(&p.flag()))
-                    .collect()
-            }
-        };
         Self {
             rounds: number("--rounds", 5),
             mib: number("--mib", 256),
             only: value("--only"),
             muxers: value("--muxers"),
-            placements,
+            placements: chosen(value("--placement"), &Placement::ALL, |p| p.flag()),
         }
     }
 
@@ -528,20 +484,6 @@ async fn open_bulk(control: &mut libp2p_stream::Control, peer: PeerId) -> libp2p
     s
 }
 
-/// Runs `future` where `placement` says.
-fn run_in<T: Send + 'static>(
-    runtime: &tokio::runtime::Runtime,
-    placement: Placement,
-    future: Pin<Box<dyn Future<Output = T> + Send>>,
-) -> T {
-    match placement {
-        Placement::Spawned => runtime
-            .block_on(runtime.spawn(future))
-            .expect("measurement task"),
-        Placement::BlockOn => runtime.block_on(future),
-    }
-}
-
 fn main() {
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -580,7 +522,7 @@ fn main() {
                     let i = (round + offset) % muxers.len();
                     let future =
                         Box::pin(measure(workload, muxers[i], servers[i].clone(), args.mib));
-                    let (values, fair) = run_in(&runtime, placement, future);
+                    let (values, fair) = placement.run(&runtime, future);
                     for (row, value) in values.into_iter().enumerate() {
                         samples[i][row].push(value);
                     }
