@@ -28,6 +28,8 @@ struct ScriptedSocket {
     sizes: Vec<usize>,
     next: usize,
     vectored: bool,
+    /// How many bytes each write took.
+    writes: Vec<usize>,
 }
 
 impl ScriptedSocket {
@@ -39,6 +41,7 @@ impl ScriptedSocket {
             sizes,
             next: 0,
             vectored,
+            writes: Vec::new(),
         }
     }
 
@@ -77,6 +80,7 @@ impl AsyncWrite for ScriptedSocket {
         };
         let n = size.min(buf.len());
         self.output.extend_from_slice(&buf[..n]);
+        self.writes.push(n);
         Poll::Ready(Ok(n))
     }
 
@@ -102,6 +106,7 @@ impl AsyncWrite for ScriptedSocket {
             n += take;
             size -= take;
         }
+        self.writes.push(n);
         Poll::Ready(Ok(n))
     }
 
@@ -281,6 +286,47 @@ proptest! {
         let got = write_all(Mode::Extension, &frames, batch, sizes, vectored);
         prop_assert!(got == expected, "{} bytes sent, {} expected", got.len(), expected.len());
     }
+}
+
+/// Sends 32 Data frames of 64 KiB, one per round, to a socket that takes all it is offered;
+/// returns how many writes that took and whether the writer ended up copying bodies.
+fn writes_for_large_frames(vectored: bool) -> (usize, bool) {
+    let frames: Vec<Frame> = (0..32)
+        .map(|i| Frame::Data {
+            id: StreamId::local(1),
+            data: Bytes::from(vec![i as u8; 64 * 1024]),
+        })
+        .collect();
+    let mut socket = ScriptedSocket::new(Vec::new(), vec![usize::MAX], vectored);
+    let mut writer = FrameWriter::new(Codec::new(Mode::Extension));
+    let mut cx = Context::from_waker(noop_waker_ref());
+    for (i, frame) in frames.iter().enumerate() {
+        writer.push(frame.clone());
+        writer.mark(i as u64 + 1);
+        writer.poll_write_out(&mut socket, &mut cx).unwrap();
+        assert!(writer.is_empty(), "the socket takes everything");
+    }
+    assert_eq!(socket.output, encode_all(Mode::Extension, &frames));
+    assert!(
+        writer.staging_capacity() <= 64 * 1024,
+        "a drained writer keeps {} bytes",
+        writer.staging_capacity()
+    );
+    (socket.writes.len(), writer.copies_bodies())
+}
+
+#[test]
+fn a_socket_without_vectored_writes_gets_whole_frames_once_it_showed_it() {
+    // Each frame is a head and a 64 KiB body. Taken one buffer at a time, that would be 64
+    // writes, every other one a few bytes of head (on TCP, a tiny segment the peer wakes up
+    // for). The first two frames show the socket's kind; from then on, one write per frame.
+    let (writes, copies) = writes_for_large_frames(false);
+    assert!(copies);
+    assert_eq!(writes, 2 * 2 + 30);
+    // A socket with vectored writes takes head and body in one write, never copied.
+    let (writes, copies) = writes_for_large_frames(true);
+    assert!(!copies);
+    assert_eq!(writes, 32);
 }
 
 #[test]

@@ -2,8 +2,13 @@
 //!
 //! Heads and small frames are gathered in one staging buffer; the body of a large Data frame is
 //! queued as its own segment and handed to the socket as it is (vectored write), never copied.
-//! A socket without real vectored writes takes the segments one by one: libp2p's TCP stream
-//! has them, and a security layer above the muxer's socket (noise) gathers small writes itself.
+//!
+//! A socket without real vectored writes (noise's output, WebSocket, TLS: the default
+//! `poll_write_vectored` writes the first buffer only) would take each large frame as two
+//! writes, its few bytes of head and then its body: two system calls and, on TCP, a tiny
+//! segment the peer wakes up for. Once the socket has shown that twice, the writer copies
+//! bodies behind their heads too (as libp2p-mplex and yamux copy every frame), so that each
+//! write carries whole frames.
 
 use std::{
     collections::VecDeque,
@@ -23,6 +28,12 @@ const WRITE_BATCH: usize = 256 * 1024;
 const COPY_LIMIT: usize = 8 * 1024;
 /// The most slices handed to one vectored write.
 const MAX_SLICES: usize = 64;
+/// A drained staging buffer larger than this is let go rather than kept for the connection's
+/// life.
+const STAGING_KEEP: usize = 64 * 1024;
+/// How many writes that took exactly their first buffer of several show a socket without
+/// vectored writes.
+const SCALAR_EVIDENCE: u8 = 2;
 
 /// What one [`FrameWriter::poll_write_out`] achieved.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -50,8 +61,11 @@ pub(crate) struct FrameWriter {
     /// the outgoing byte stream (flush tracking: see the `core::outbox` module docs).
     marks: VecDeque<(u64, u64)>,
     needs_flush: bool,
-    /// Bodies the socket has taken, for the buffer pool.
+    /// Bodies the socket has taken (or that were copied into `staging`), for the buffer pool.
     spent: Vec<Bytes>,
+    /// Writes in a row that took exactly the first of several buffers; at
+    /// [`SCALAR_EVIDENCE`], bodies are copied into `staging`.
+    scalar_writes_seen: u8,
 }
 
 impl FrameWriter {
@@ -67,7 +81,20 @@ impl FrameWriter {
             marks: VecDeque::new(),
             needs_flush: false,
             spent: Vec::new(),
+            scalar_writes_seen: 0,
         }
+    }
+
+    /// Whether the socket showed it writes one buffer at a time, so bodies are copied behind
+    /// their heads.
+    pub(crate) fn copies_bodies(&self) -> bool {
+        self.scalar_writes_seen >= SCALAR_EVIDENCE
+    }
+
+    /// The capacity the writer keeps for encoding, whatever is queued.
+    #[cfg(test)]
+    pub(crate) fn staging_capacity(&self) -> usize {
+        self.staging.capacity()
     }
 
     /// Whether more frames may be encoded now.
@@ -94,8 +121,13 @@ impl FrameWriter {
         let mut added = self.staging.len() - before;
         if let Some(body) = body {
             added += body.len();
-            self.segments.push_back(self.staging.split().freeze());
-            self.segments.push_back(body);
+            if self.copies_bodies() {
+                self.staging.extend_from_slice(&body);
+                self.spent.push(body);
+            } else {
+                self.segments.push_back(self.staging.split().freeze());
+                self.segments.push_back(body);
+            }
         }
         self.queued += added;
         self.encoded_bytes += added as u64;
@@ -129,6 +161,13 @@ impl FrameWriter {
             match Pin::new(&mut *socket).poll_write_vectored(cx, &slices[..count]) {
                 Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
                 Poll::Ready(Ok(n)) => {
+                    if count > 1 && !self.copies_bodies() {
+                        self.scalar_writes_seen = if n == slices[0].len() {
+                            self.scalar_writes_seen + 1
+                        } else {
+                            0
+                        };
+                    }
                     self.advance(n);
                     self.needs_flush = true;
                     progress.moved = true;
@@ -170,6 +209,9 @@ impl FrameWriter {
                 None => {
                     self.staging.advance(n);
                     n = 0;
+                    if self.staging.is_empty() && self.staging.capacity() > STAGING_KEEP {
+                        self.staging = BytesMut::new();
+                    }
                 }
             }
         }
