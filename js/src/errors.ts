@@ -35,17 +35,18 @@ export class ProtocolViolationError extends Error {
 }
 
 /**
- * The peer closed reading (sent CloseRead): writes on the stream fail with this error, which
- * carries the peer's code. It is not a reset: what the stream read before stays readable.
+ * The peer stopped reading the stream (it sent CloseRead): writes on it fail with this error,
+ * which carries the peer's code. It is not a reset: what the stream has read stays readable,
+ * and the peer still receives the Close this side sent in reply.
  */
-export class StreamClosedForWritingError extends Error {
-  static readonly name = 'StreamClosedForWritingError'
+export class StreamStoppedError extends Error {
+  static readonly name = 'StreamStoppedError'
   /** The application code the peer gave with its close-read (0 if none). */
-  readonly code: bigint
+  readonly code: number | bigint
 
-  constructor (code: bigint) {
+  constructor (code: number | bigint) {
     super(`the peer stopped reading this stream (code ${code})`)
     this.code = code
-    this.name = 'StreamClosedForWritingError'
+    this.name = 'StreamStoppedError'
   }
 }

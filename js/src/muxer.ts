@@ -1,0 +1,276 @@
+/**
+ * The js-libp2p adapter: {@link HalfcloseStreamMuxer} feeds the connection's bytes to the
+ * decoder and the {@link Connection} core, sends what the core queues, and turns the core's
+ * events into the calls js-libp2p's `AbstractStream` expects. The protocol lives in the core;
+ * this file only translates.
+ *
+ * @module
+ */
+
+import { AbstractStream, AbstractStreamMuxer } from '@libp2p/utils'
+import type { AbstractStreamInit, SendResult } from '@libp2p/utils'
+import type { AbortOptions, CreateStreamOptions, MessageStream, StreamMuxerOptions } from '@libp2p/interface'
+import { Uint8ArrayList } from 'uint8arraylist'
+import { encodeFrame, FrameDecoder, type Uint } from './codec.js'
+import { Connection, type CoreConfig, type CoreEvent, type StreamRef } from './core.js'
+import { StreamStoppedError } from './errors.js'
+
+/** The protocol id of the extension (PROTOCOL.md §1). */
+export const PROTOCOL_ID = '/mplex-halfclose/1.0.0'
+
+/** The muxer's options: js-libp2p's muxer options, and the protocol's limits. */
+export interface MplexHalfcloseInit extends StreamMuxerOptions, Partial<CoreConfig> {}
+
+/** What a stream's close-read may carry: the code handed to the writer's application. */
+export interface CloseReadOptions extends AbortOptions {
+  /** The code the peer's writes fail with (default 0). */
+  code?: number | bigint
+}
+
+/**
+ * While the connection cannot take more, at most this many bytes of answers (Pongs, Resets,
+ * WindowUpdates, Closes) are queued for it before the muxer stops reading: a peer that never
+ * reads cannot make it queue answers without end (PROTOCOL.md §9).
+ */
+const ANSWER_LIMIT = 64 * 1024
+
+/** The reset code an error carries: its `code`, if that is an unsigned integer, else 0. */
+export function resetCodeOf (err: unknown): Uint {
+  const code = (err as { code?: unknown } | undefined)?.code
+  if (typeof code === 'number' && Number.isSafeInteger(code) && code >= 0) return code
+  if (typeof code === 'bigint' && code >= 0n && code < 1n << 64n) return code <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(code) : code
+  return 0
+}
+
+/** A stream of the extension: js-libp2p's `Stream`, with close-read on the wire and reset codes. */
+export class HalfcloseStream extends AbstractStream {
+  /** The stream's number and side. */
+  readonly ref: StreamRef
+  /** The code of the peer's close-read, once it stopped reading: writes fail with it. */
+  stoppedCode: Uint | undefined
+  /** The code of the reset that ended the stream, sent or received. */
+  resetCode: Uint | undefined
+  private readonly muxer: HalfcloseStreamMuxer
+
+  constructor (init: AbstractStreamInit & { ref: StreamRef, muxer: HalfcloseStreamMuxer }) {
+    super(init)
+    this.ref = init.ref
+    this.muxer = init.muxer
+  }
+
+  /** Writes `data`; throws {@link StreamStoppedError} once the peer stopped reading. */
+  override send (data: Uint8Array | Uint8ArrayList): boolean {
+    if (this.stoppedCode !== undefined) throw new StreamStoppedError(this.stoppedCode)
+    return super.send(data)
+  }
+
+  /**
+   * Closes reading: what is buffered is dropped and the peer is told to stop sending
+   * (CloseRead with `options.code`); its writes then fail with that code.
+   */
+  override async closeRead (options?: CloseReadOptions): Promise<void> {
+    await super.closeRead(options)
+  }
+
+  sendData (data: Uint8ArrayList): SendResult {
+    const sentBytes = this.muxer.core.write(this.ref, data)
+    const connectionTakesMore = this.muxer.flush()
+    return { sentBytes, canSendMore: connectionTakesMore && sentBytes === data.byteLength }
+  }
+
+  sendReset (err: Error): void {
+    this.resetCode = resetCodeOf(err)
+    this.muxer.core.reset(this.ref, this.resetCode)
+    this.muxer.flush()
+  }
+
+  sendPause (): void {
+    // Nothing to send: data waits in the core, which grants credit only for what is delivered.
+  }
+
+  sendResume (): void {
+    this.deliver()
+  }
+
+  async sendCloseWrite (options?: AbortOptions): Promise<void> {
+    options?.signal?.throwIfAborted()
+    this.muxer.core.closeWrite(this.ref)
+    this.muxer.flush()
+  }
+
+  async sendCloseRead (options?: CloseReadOptions): Promise<void> {
+    options?.signal?.throwIfAborted()
+    this.muxer.core.closeRead(this.ref, options?.code === undefined ? 0 : resetCodeOf({ code: options.code }))
+    this.muxer.flush()
+  }
+
+  override addEventListener (...args: Parameters<AbstractStream['addEventListener']>): void {
+    super.addEventListener(...args)
+    if (args[0] === 'message') queueMicrotask(() => { this.deliver() })
+  }
+
+  /**
+   * Hands what the core holds to the application when it takes data now (a `message`
+   * listener, not paused): memory is released and credit goes back only for delivered data.
+   */
+  deliver (): void {
+    if (this.readStatus !== 'readable' || this.listenerCount('message') === 0) return
+    const data = this.muxer.core.read(this.ref)
+    if (data === undefined) return
+    this.onData(data)
+    this.muxer.flush()
+  }
+
+  /** The peer will send no more: what the core still holds joins the stream's read buffer. */
+  remoteClosedWriting (): void {
+    this.deliver()
+    const rest = this.muxer.core.read(this.ref)
+    if (rest !== undefined && this.readStatus !== 'closing' && this.readStatus !== 'closed') {
+      this.readBuffer.append(rest)
+    }
+    this.onRemoteCloseWrite()
+  }
+
+  /** The peer stopped reading: writes fail with its code from now on; the core sent Close. */
+  remoteClosedReading (code: Uint): void {
+    this.stoppedCode = code
+    this.onRemoteCloseRead()
+    if (this.writeStatus !== 'closed') {
+      this.writeStatus = 'closed'
+      if (this.remoteWriteStatus === 'closed') this.onTransportClosed()
+    }
+    // A writer waiting for room learns of it from its next send.
+    if (this.writableNeedsDrain) this.onMuxerDrain()
+  }
+
+  /** The peer reset the stream with `code`. */
+  remoteReset (code: Uint): void {
+    this.resetCode = code
+    this.onRemoteReset()
+  }
+}
+
+/** The muxer of one connection. See the module docs. */
+export class HalfcloseStreamMuxer extends AbstractStreamMuxer<HalfcloseStream> {
+  readonly core: Connection
+  private readonly decoder = new FrameDecoder('extension')
+  private readonly local = new Map<Uint, HalfcloseStream>()
+  private readonly remote = new Map<Uint, HalfcloseStream>()
+  /** Openers waiting below the stream limit. */
+  private readonly openers: Array<() => void> = []
+  /** The connection needs to drain, and the bytes sent since it said so. */
+  private saturated = false
+  private sentWhileSaturated = 0
+  private readingPaused = false
+
+  constructor (maConn: MessageStream, init: MplexHalfcloseInit = {}) {
+    super(maConn, { ...init, protocol: PROTOCOL_ID, name: 'mplex-halfclose' })
+    // A window never outgrows what the stream may buffer (js-libp2p's `maxReadBufferLength`,
+    // 4 MiB by default): data the core holds may end up in the stream's read buffer.
+    const maxReadBuffer = init.streamOptions?.maxReadBufferLength ?? 4 * 1024 * 1024
+    this.core = new Connection({
+      ...init,
+      maxStreamWindow: Math.min(init.maxStreamWindow ?? 16 * 1024 * 1024, maxReadBuffer)
+    })
+    maConn.addEventListener('drain', () => {
+      this.saturated = false
+      this.sentWhileSaturated = 0
+      if (this.readingPaused) {
+        this.readingPaused = false
+        maConn.resume()
+      }
+    })
+    maConn.addEventListener('close', () => {
+      for (const open of this.openers.splice(0)) open()
+    })
+  }
+
+  onData (data: Uint8Array | Uint8ArrayList): void {
+    this.decoder.push(data)
+    for (let frame = this.decoder.next(); frame !== undefined; frame = this.decoder.next()) {
+      this.core.handleFrame(frame)
+      this.dispatch(this.core.takeEvents())
+    }
+    this.flush()
+  }
+
+  async onCreateStream (options: CreateStreamOptions): Promise<HalfcloseStream> {
+    let ref = this.core.open()
+    while (ref === undefined) {
+      // At the stream limit: wait for a stream to end.
+      await new Promise<void>((resolve, reject) => {
+        const onAbort = (): void => { reject(options.signal?.reason) }
+        options.signal?.addEventListener('abort', onAbort, { once: true })
+        this.openers.push(() => {
+          options.signal?.removeEventListener('abort', onAbort)
+          resolve()
+        })
+      })
+      if (this.status !== 'open') throw new Error('the muxer closed while waiting to open a stream')
+      ref = this.core.open()
+    }
+    const stream = this.newStream(ref, 'outbound', options)
+    this.flush() // the NewStream goes out now: the peer sees the stream before any data
+    return stream
+  }
+
+  /** Sends what the core queued; false while the connection needs to drain. */
+  flush (): boolean {
+    const frames = this.core.takeFrames()
+    if (frames.length === 0) return !this.saturated
+    const out = new Uint8ArrayList()
+    for (const frame of frames) out.append(...encodeFrame(frame, 'extension'))
+    if (this.saturated) {
+      this.sentWhileSaturated += out.byteLength
+      if (this.sentWhileSaturated > ANSWER_LIMIT && !this.readingPaused && this.status === 'open') {
+        this.readingPaused = true
+        this.maConn.pause()
+      }
+    }
+    if (this.maConn.status !== 'open') return false
+    const more = this.send(out)
+    if (!more) this.saturated = true
+    return more
+  }
+
+  private newStream (ref: StreamRef, direction: 'inbound' | 'outbound', options: CreateStreamOptions | undefined): HalfcloseStream {
+    const stream = new HalfcloseStream({
+      ...this.streamOptions,
+      ...options,
+      // Protocols are negotiated on the stream (multistream-select), never by the muxer.
+      protocol: '',
+      id: `${ref.local ? 'i' : 'r'}${ref.num}`,
+      direction,
+      log: this.log.newScope(`${ref.local ? 'i' : 'r'}${ref.num}`),
+      ref,
+      muxer: this
+    })
+    const streams = ref.local ? this.local : this.remote
+    streams.set(ref.num, stream)
+    stream.addEventListener('close', () => {
+      if (streams.get(ref.num) === stream) streams.delete(ref.num)
+      this.core.release(ref)
+      this.flush()
+      if (this.core.canOpen()) this.openers.shift()?.()
+    })
+    return stream
+  }
+
+  private dispatch (events: CoreEvent[]): void {
+    for (const event of events) {
+      if (event.type === 'incoming') {
+        this.onRemoteStream(this.newStream(event.stream, 'inbound', undefined))
+        continue
+      }
+      const stream = (event.stream.local ? this.local : this.remote).get(event.stream.num)
+      if (stream === undefined) continue
+      switch (event.type) {
+        case 'readable': stream.deliver(); break
+        case 'remote-close-write': stream.remoteClosedWriting(); break
+        case 'remote-close-read': stream.remoteClosedReading(event.code); break
+        case 'reset': stream.remoteReset(event.code); break
+        case 'writable': if (stream.writableNeedsDrain) stream.onMuxerDrain(); break
+      }
+    }
+  }
+}
