@@ -203,6 +203,11 @@ export class Connection {
     this.forgetIfDone(stream, entry)
   }
 
+  /** The stream's receive window, or `undefined` once it is forgotten. */
+  receiveWindow (stream: StreamRef): number | undefined {
+    return this.entry(stream)?.window.size
+  }
+
   /** Bytes received and not yet taken. */
   buffered (stream: StreamRef): number {
     return this.entry(stream)?.buffer.unread ?? 0
@@ -259,9 +264,11 @@ export class Connection {
     switch (frame.type) {
       case 'message': return this.onMessage(stream, entry, frame.data)
       case 'close':
+        if (entry.peerClosed) break
         entry.peerClosed = true
-        if (entry.recv === 'open') {
-          entry.recv = 'finished'
+        if (entry.recv === 'open') entry.recv = 'finished'
+        // Also after our close-read: the application learns that the direction has ended.
+        if (entry.recv === 'finished' || entry.recv === 'stopped') {
           this.events.push({ type: 'remote-close-write', stream })
         }
         break

@@ -9,7 +9,7 @@
 
 import { AbstractStream, AbstractStreamMuxer } from '@libp2p/utils'
 import type { AbstractStreamInit, SendResult } from '@libp2p/utils'
-import type { AbortOptions, CreateStreamOptions, MessageStream, StreamMuxerOptions } from '@libp2p/interface'
+import type { AbortOptions, CreateStreamOptions, EventHandler, MessageStream, MessageStreamEvents, StreamMuxerOptions } from '@libp2p/interface'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { encodeFrame, FrameDecoder, type Uint } from './codec.js'
 import { Connection, type CoreConfig, type CoreEvent, type StreamRef } from './core.js'
@@ -104,9 +104,10 @@ export class HalfcloseStream extends AbstractStream {
     this.muxer.flush()
   }
 
-  override addEventListener (...args: Parameters<AbstractStream['addEventListener']>): void {
-    super.addEventListener(...args)
-    if (args[0] === 'message') queueMicrotask(() => { this.deliver() })
+  override addEventListener<K extends keyof MessageStreamEvents>(type: K, listener: EventHandler<MessageStreamEvents[K]> | null, options?: boolean | AddEventListenerOptions): void {
+    super.addEventListener(type, listener, options)
+    // Data the core holds goes to the first reader.
+    if (type === 'message') queueMicrotask(() => { this.deliver() })
   }
 
   /**

@@ -1,0 +1,183 @@
+/**
+ * The js-libp2p adapter over an in-process connection pair: close-read on the wire and its
+ * distinct error, reset codes both ways, and what a hostile peer can make it hold, counted in
+ * bytes of memory (heap and array buffers), not in payload.
+ *
+ * Run with `--expose-gc` (the package's test script does): memory is measured after a
+ * collection.
+ */
+
+import { describe, it } from 'node:test'
+import assert from 'node:assert/strict'
+import { multiaddrConnectionPair } from '@libp2p/utils'
+import type { MultiaddrConnection, Stream } from '@libp2p/interface'
+import { Uint8ArrayList } from 'uint8arraylist'
+import { encodeFrame, type Frame } from '../src/codec.js'
+import { INITIAL_WINDOW } from '../src/flow.js'
+import { HalfcloseStream, HalfcloseStreamMuxer, ProtocolViolationError, StreamStoppedError } from '../src/index.js'
+
+/** Yields to the event loop until `done()` holds; fails after `rounds` turns. */
+async function until (done: () => boolean, what: string, rounds = 100_000): Promise<void> {
+  for (let i = 0; i < rounds; i++) {
+    if (done()) return
+    await new Promise(resolve => setImmediate(resolve))
+  }
+  assert.fail(`never happened: ${what}`)
+}
+
+function muxers (): { dialer: HalfcloseStreamMuxer, listener: HalfcloseStreamMuxer, incoming: HalfcloseStream[] } {
+  const [outbound, inbound] = multiaddrConnectionPair()
+  const dialer = new HalfcloseStreamMuxer(outbound)
+  const listener = new HalfcloseStreamMuxer(inbound)
+  const incoming: HalfcloseStream[] = []
+  listener.addEventListener('stream', (evt) => { incoming.push(evt.detail) })
+  return { dialer, listener, incoming }
+}
+
+function closeEvent (stream: Stream): Promise<Error | undefined> {
+  return new Promise(resolve => {
+    stream.addEventListener('close', (evt) => { resolve(evt.error) }, { once: true })
+  })
+}
+
+describe('close-read and reset codes between two muxers', () => {
+  it('close-read reaches the writer: its writes fail with StreamStoppedError and the code; what it read stays', async () => {
+    const { dialer, incoming } = muxers()
+    const stream = await dialer.createStream()
+    await until(() => incoming.length === 1, 'the stream arrives')
+    const remote = incoming[0]
+    const received: Uint8Array[] = []
+    stream.addEventListener('message', (evt) => { received.push(evt.data.subarray()) })
+    remote.send(new TextEncoder().encode('before'))
+    await until(() => received.length === 1, 'data arrives')
+    await stream.closeRead({ code: 42 })
+    await until(() => remote.stoppedCode !== undefined, 'the close-read arrives')
+    assert.throws(() => remote.send(new Uint8Array([1])), (e: unknown) => e instanceof StreamStoppedError && e.code === 42 && e.name === 'StreamStoppedError')
+    assert.equal(remote.writeStatus, 'closed')
+    // The writer's side answered with Close: the closer's read side learns the direction ended.
+    await until(() => stream.remoteWriteStatus === 'closed', 'the Close that answers close-read')
+    assert.equal(new TextDecoder().decode(received[0]), 'before')
+  })
+
+  it('a stream that only writes still reads the peer after close-read elsewhere: the other direction is unaffected', async () => {
+    const { dialer, incoming } = muxers()
+    const stream = await dialer.createStream()
+    await until(() => incoming.length === 1, 'the stream arrives')
+    const remote = incoming[0]
+    const got: string[] = []
+    remote.addEventListener('message', (evt) => { got.push(new TextDecoder().decode(evt.data.subarray())) })
+    await remote.closeRead({ code: 1 })
+    await until(() => stream.stoppedCode === 1, 'the dialer learns')
+    // The dialer can no longer write, but the listener still writes to it.
+    const back: string[] = []
+    stream.addEventListener('message', (evt) => { back.push(new TextDecoder().decode(evt.data.subarray())) })
+    remote.send(new TextEncoder().encode('still flowing'))
+    await until(() => back.length === 1, 'data the other way')
+    assert.deepEqual(back, ['still flowing'])
+    assert.deepEqual(got, [])
+  })
+
+  it('reset codes go both ways, numbers and 64-bit bigints', async () => {
+    for (const code of [7, 2n ** 64n - 1n]) {
+      const { dialer, incoming } = muxers()
+      const stream = await dialer.createStream()
+      await until(() => incoming.length === 1, 'the stream arrives')
+      const closed = closeEvent(incoming[0])
+      stream.abort(Object.assign(new Error('giving up'), { code }))
+      const error = await closed
+      assert.equal(error?.name, 'StreamResetError')
+      assert.equal(incoming[0].resetCode, code)
+      assert.equal(stream.resetCode, code)
+    }
+  })
+})
+
+/** A hostile peer: raw frames into one end of a pair whose other end runs our muxer. */
+function hostile (): { peer: MultiaddrConnection, muxer: HalfcloseStreamMuxer, send: (frames: Frame[]) => void } {
+  const [peer, ours] = multiaddrConnectionPair()
+  const muxer = new HalfcloseStreamMuxer(ours)
+  // The application takes streams and never reads them.
+  muxer.addEventListener('stream', () => {})
+  const send = (frames: Frame[]): void => {
+    const out = new Uint8ArrayList()
+    for (const frame of frames) out.append(...encodeFrame(frame, 'extension'))
+    peer.send(out)
+  }
+  return { peer, muxer, send }
+}
+
+function memory (): number {
+  const gc = (globalThis as { gc?: () => void }).gc
+  assert.ok(gc !== undefined, 'run with --expose-gc')
+  gc()
+  gc()
+  const usage = process.memoryUsage()
+  return usage.heapUsed + usage.arrayBuffers
+}
+
+describe('a hostile peer, measured as memory', () => {
+  it('a window of 1-byte frames on a stream nobody reads costs about the window, not an array per byte', async () => {
+    const { muxer, send } = hostile()
+    send([0, 1].map(num => ({ type: 'new-stream', num, name: new Uint8Array() }) as Frame))
+    await until(() => muxer.streams.length === 2, 'the streams open')
+    const one = new Uint8Array([7])
+    const flood = async (num: number): Promise<void> => {
+      const ref = { local: false, num }
+      for (let sent = 0; sent < INITIAL_WINDOW; sent += 4096) {
+        send(Array.from({ length: 4096 }, () => ({ type: 'message', num, initiator: true, data: one }) as Frame))
+        await until(() => muxer.core.buffered(ref) >= sent + 4096, 'the frames arrive')
+      }
+      assert.equal(muxer.core.buffered(ref), INITIAL_WINDOW)
+    }
+    // The first flood warms the code up; the second is measured.
+    await flood(0)
+    const before = memory()
+    await flood(1)
+    const held = memory() - before
+    // 262,144 bytes of data; at 1 byte per frame an array each would be tens of megabytes.
+    assert.ok(held < INITIAL_WINDOW + 128 * 1024, `held ${held} bytes for ${INITIAL_WINDOW} bytes of data`)
+    // One byte beyond the credit ends the connection with a named violation.
+    const closed = closeEvent(muxer.streams[1])
+    send([{ type: 'message', num: 1, initiator: true, data: one }])
+    const error = await closed
+    assert.ok(error instanceof ProtocolViolationError)
+    assert.equal(error.name, 'CreditExceededError')
+  })
+
+  it('16 streams of frames of 64 KiB + 1 cost their data and a constant', async () => {
+    const { muxer, send } = hostile()
+    const streams = 16
+    send(Array.from({ length: streams }, (_, num) => ({ type: 'new-stream', num, name: new Uint8Array() }) as Frame))
+    await until(() => muxer.streams.length === streams, 'the streams open')
+    const before = memory()
+    const body = new Uint8Array(65_537).fill(3)
+    for (let num = 0; num < streams; num++) {
+      send([1, 2, 3].map(() => ({ type: 'message', num, initiator: true, data: body }) as Frame))
+    }
+    await until(() => Array.from({ length: streams }, (_, num) => muxer.core.buffered({ local: false, num })).every(n => n === 3 * 65_537), 'the frames arrive')
+    const held = memory() - before
+    const data = streams * 3 * 65_537
+    assert.ok(held < data + 256 * 1024, `held ${held} bytes for ${data} bytes of data`)
+  })
+
+  it('a peer that floods Pings and never reads: answers stop being queued, reading stops', async () => {
+    const { peer, muxer, send } = hostile()
+    let answered = 0
+    const ours = (muxer as unknown as { maConn: MultiaddrConnection }).maConn
+    const realSend = ours.send.bind(ours)
+    ours.send = (data) => { answered += data.byteLength; return realSend(data) }
+    // The peer stops reading: our sends queue up on our side.
+    peer.pause()
+    const readStatus = (): string => (ours as unknown as { readStatus: string }).readStatus
+    // Pings until our side stops reading (a socket then stops being read, and TCP holds the
+    // peer back; this in-process pair would go on delivering).
+    let pings = 0
+    for (let round = 0; round < 200 && readStatus() !== 'paused'; round++) {
+      send(Array.from({ length: 5000 }, () => ({ type: 'ping', nonce: pings++ }) as Frame))
+      await new Promise(resolve => setImmediate(resolve))
+    }
+    assert.equal(readStatus(), 'paused', `${pings} pings, ${answered} bytes answered`)
+    assert.equal(muxer.status, 'open')
+    assert.ok(answered < 256 * 1024, `${answered} bytes of answers queued`)
+  })
+})
