@@ -17,9 +17,8 @@
 use std::{
     collections::HashMap,
     io::{self, ErrorKind},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::Stdio,
-    sync::{Mutex, OnceLock},
     time::Duration,
 };
 
@@ -922,94 +921,9 @@ impl JsLine {
         }
     }
 
-    /// The `node` to run this line's peer with, its packages installed. In order: the directory
-    /// in `MPLEX_HALFCLOSE_NODE<major>` (which `.ci/run` sets), the machine's `node` if new
-    /// enough, else `.ci/node <major>`, which fetches a pinned Node.js from the npm registry.
-    /// Fails loudly if none works: this test must not pass by skipping.
+    /// The `node` to run this line's peer with, its packages installed (see
+    /// [`test_support::node::node`]).
     fn node(self) -> PathBuf {
-        static NODES: OnceLock<Mutex<HashMap<u32, PathBuf>>> = OnceLock::new();
-        let major = self.node_major();
-        let mut nodes = NODES.get_or_init(Mutex::default).lock().unwrap();
-        if let Some(node) = nodes.get(&major) {
-            return node.clone();
-        }
-        let from_env = std::env::var_os(format!("MPLEX_HALFCLOSE_NODE{major}"))
-            .map(|dir| PathBuf::from(dir).join("node"));
-        let node = match from_env {
-            Some(node) => node,
-            None if node_version(Path::new("node")).is_some_and(|v| v >= major) => {
-                PathBuf::from("node")
-            }
-            None => {
-                let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".ci/node");
-                let output = std::process::Command::new(&script)
-                    .args([
-                        &major.to_string(),
-                        self.dir().to_str().expect("a UTF-8 path"),
-                    ])
-                    .stderr(Stdio::inherit())
-                    .output()
-                    .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
-                assert!(
-                    output.status.success(),
-                    "\n\n*** The js-libp2p interop test needs Node.js {major}+; `node` is older \
-                     or missing, and `.ci/node {major}` could not fetch it (output above). ***\n"
-                );
-                match String::from_utf8_lossy(&output.stdout).trim() {
-                    "" => PathBuf::from("node"),
-                    dir => PathBuf::from(dir).join("node"),
-                }
-            }
-        };
-        let version = node_version(&node);
-        assert!(
-            version.is_some_and(|v| v >= major),
-            "the {self:?} js peer needs Node.js {major}+, {} is {version:?}",
-            node.display()
-        );
-        if !self.dir().join("node_modules").exists() {
-            // npm from the same Node.js.
-            let npm = node.with_file_name("npm");
-            let npm = if npm.exists() {
-                npm
-            } else {
-                PathBuf::from("npm")
-            };
-            let mut path = std::env::var_os("PATH").unwrap_or_default();
-            if let Some(dir) = node.parent().filter(|d| !d.as_os_str().is_empty()) {
-                path = std::env::join_paths(
-                    std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&path)),
-                )
-                .expect("PATH");
-            }
-            let status = std::process::Command::new(npm)
-                .args(["ci", "--no-audit", "--no-fund"])
-                .env("PATH", path)
-                .current_dir(self.dir())
-                .status()
-                .expect("run npm ci");
-            assert!(
-                status.success(),
-                "npm ci in {} failed",
-                self.dir().display()
-            );
-        }
-        nodes.insert(major, node.clone());
-        node
+        test_support::node::node(self.node_major(), &self.dir())
     }
-}
-
-/// The major version of the Node.js at `node`, if it runs.
-fn node_version(node: &Path) -> Option<u32> {
-    let output = std::process::Command::new(node)
-        .arg("--version")
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&output.stdout)
-        .trim()
-        .trim_start_matches('v')
-        .split('.')
-        .next()?
-        .parse()
-        .ok()
 }

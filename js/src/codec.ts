@@ -236,77 +236,167 @@ export function encodeFrame (frame: Frame, mode: Mode): Uint8Array[] {
 /** Bodies up to this size are copied behind their head, larger ones are sent as they are. */
 const COPY_LIMIT = 8 * 1024
 
+/** The largest head: two varints of 10 bytes. */
+const MAX_HEAD = 20
+/** The first size of a buffer for a body that arrives in pieces, and its least growth. */
+const BODY_STEP = 64 * 1024
+
 /**
  * Cuts frames out of a byte stream. Feed it chunks with {@link FrameDecoder.push} and take
  * frames with {@link FrameDecoder.next}; {@link FrameDecoder.end} checks that the stream did
  * not end inside a frame.
  *
- * A frame's length is checked from its head, before any of its body is buffered; a body is
- * handed out as a view of the chunks it arrived in (the caller copies what it keeps: a 1-byte
- * frame must not keep a 64 KiB chunk alive). What the decoder holds is the bytes pushed and not
- * yet handed out: at most one frame (1 MiB + 20 bytes) once the caller has taken every frame.
+ * Each chunk is parsed as it arrives, in time linear in its length however the peer cuts the
+ * stream (a frame of 1 MiB in 1-byte pieces costs 1 MiB of copying, not a million array shifts).
+ * A frame's length is checked from its head, before any of its body is buffered. A body that
+ * lies whole in one chunk is handed out as a view of it (the caller copies what it keeps: a
+ * 1-byte frame must not keep a 64 KiB chunk alive); one that arrives in pieces is copied into
+ * a buffer of its own that grows as the body arrives, never on the peer's word alone (at most
+ * {@link BODY_STEP} ahead of it), and ends exactly the body's size. What the decoder holds
+ * beyond the frames not yet taken is at most one frame (1 MiB + 20 bytes).
+ *
+ * An error in the stream is reported by `next()` once the frames before it were taken.
  */
 export class FrameDecoder {
-  private readonly buffer = new Uint8ArrayList()
   private readonly mode: Mode
+  /** Head bytes of the next frame, while fewer than a whole head arrived. */
+  private readonly headBytes = new Uint8Array(MAX_HEAD)
+  private headFill = 0
+  /** A frame whose body is arriving in pieces. */
+  private body: { num: Uint, flag: number, length: number, buf: Uint8Array, fill: number } | undefined
+  /** Frames parsed and not yet taken: `frames[taken..]`. */
+  private frames: Frame[] = []
+  private taken = 0
+  private error: ProtocolViolationError | undefined
 
   constructor (mode: Mode) {
     this.mode = mode
   }
 
-  /** Bytes held: pushed and not yet handed out. */
-  get buffered (): number {
-    return this.buffer.byteLength
-  }
-
-  /** Appends bytes read from the connection. */
+  /** Appends bytes read from the connection and parses them. */
   push (chunk: Uint8Array | Uint8ArrayList): void {
-    this.buffer.append(chunk)
+    if (this.error !== undefined) return
+    try {
+      if (chunk instanceof Uint8Array) this.parse(chunk)
+      else for (const part of chunk) this.parse(part)
+    } catch (e) {
+      if (!(e instanceof ProtocolViolationError)) throw e
+      this.error = e
+    }
   }
 
   /**
    * The next complete frame, or `undefined` until more bytes arrive. Reserved extension ops
-   * are consumed and skipped. Throws a {@link ProtocolViolationError} for bad input.
+   * are skipped. Throws a {@link ProtocolViolationError} for bad input, after the frames
+   * before it.
    */
   next (): Frame | undefined {
-    for (;;) {
-      const buffer = this.buffer
-      const available = buffer.byteLength
-      if (available === 0) return undefined
-      // Two varints take at most 20 bytes; copy at most that many when the head straddles chunks.
-      const first = buffer[Symbol.iterator]().next().value as Uint8Array
-      const head = first.byteLength >= 20 || first.byteLength === available
-        ? first
-        : buffer.subarray(0, Math.min(20, available))
-      const header = readVarint(head, 0)
-      if (header === undefined) return undefined
-      const length = readVarint(head, header.length)
-      if (length === undefined) return undefined
-      const bodyLength = length.value
-      if (typeof bodyLength !== 'number' || bodyLength > MAX_FRAME_BODY) {
-        throw new ProtocolViolationError('FrameTooLarge', `frame body of ${bodyLength} bytes exceeds the 1 MiB limit`)
+    if (this.taken < this.frames.length) {
+      const frame = this.frames[this.taken++]
+      if (this.taken === this.frames.length) {
+        this.frames = []
+        this.taken = 0
       }
-      const { num, flag } = splitHeader(header.value)
-      if (flag === Flag.Extension && this.mode === 'plain') {
-        throw new ProtocolViolationError('ExtensionFrameInPlainMode', 'extension frame (flag 7) on a plain-mplex connection')
-      }
-      const headLength = header.length + length.length
-      if (available < headLength + bodyLength) return undefined
-      const body = buffer.sublist(headLength, headLength + bodyLength)
-      buffer.consume(headLength + bodyLength)
-      const frame = this.toFrame(num, flag, body)
-      if (frame !== undefined) return frame
+      return frame
     }
+    if (this.error !== undefined) throw this.error
+    return undefined
   }
 
   /** The stream ended: throws `TruncatedFrame` if it ended inside a frame. */
   end (): void {
-    if (this.buffer.byteLength > 0) {
+    if (this.error !== undefined) throw this.error
+    if (this.headFill > 0 || this.body !== undefined) {
       throw new ProtocolViolationError('TruncatedFrame', 'connection closed in the middle of a frame')
     }
   }
 
-  private toFrame (num: Uint, flag: number, body: Uint8ArrayList): Frame | undefined {
+  private parse (chunk: Uint8Array): void {
+    let at = 0
+    while (at < chunk.byteLength) {
+      const body = this.body
+      if (body !== undefined) {
+        at += this.fillBody(body, chunk, at)
+        continue
+      }
+      // A head: from the chunk itself when no head bytes wait, else gathered first.
+      let bytes: Uint8Array
+      let from: number
+      if (this.headFill === 0) {
+        bytes = chunk
+        from = at
+      } else {
+        const take = Math.min(MAX_HEAD - this.headFill, chunk.byteLength - at)
+        this.headBytes.set(chunk.subarray(at, at + take), this.headFill)
+        bytes = this.headBytes.subarray(0, this.headFill + take)
+        from = 0
+      }
+      const head = this.readHead(bytes, from)
+      if (head === undefined) {
+        // Incomplete: keep what there is of the head (at most 20 bytes: a longer varint is an
+        // error already).
+        if (this.headFill === 0) {
+          this.headBytes.set(chunk.subarray(at), 0)
+          this.headFill = chunk.byteLength - at
+        } else {
+          this.headFill = bytes.byteLength
+        }
+        return
+      }
+      // Where the body starts in this chunk.
+      const bodyStart = this.headFill === 0 ? at + head.headLength : at + head.headLength - this.headFill
+      this.headFill = 0
+      at = bodyStart
+      if (chunk.byteLength - at >= head.bodyLength) {
+        this.emit(head.num, head.flag, chunk.subarray(at, at + head.bodyLength))
+        at += head.bodyLength
+      } else {
+        this.body = { num: head.num, flag: head.flag, length: head.bodyLength, buf: new Uint8Array(Math.min(head.bodyLength, BODY_STEP)), fill: 0 }
+      }
+    }
+  }
+
+  /** Copies what `chunk` has of the body from `at`; returns how many bytes it took. */
+  private fillBody (body: { num: Uint, flag: number, length: number, buf: Uint8Array, fill: number }, chunk: Uint8Array, at: number): number {
+    const take = Math.min(body.length - body.fill, chunk.byteLength - at)
+    if (body.fill + take > body.buf.byteLength) {
+      // Grow as the body arrives: to twice what arrived, at least a step more, at most its size.
+      const size = Math.min(body.length, Math.max(2 * (body.fill + take), body.fill + take + BODY_STEP))
+      const grown = new Uint8Array(size)
+      grown.set(body.buf.subarray(0, body.fill))
+      body.buf = grown
+    }
+    body.buf.set(chunk.subarray(at, at + take), body.fill)
+    body.fill += take
+    if (body.fill === body.length) {
+      this.body = undefined
+      this.emit(body.num, body.flag, body.buf)
+    }
+    return take
+  }
+
+  private readHead (bytes: Uint8Array, from: number): { num: Uint, flag: number, headLength: number, bodyLength: number } | undefined {
+    const header = readVarint(bytes, from)
+    if (header === undefined) return undefined
+    const length = readVarint(bytes, from + header.length)
+    if (length === undefined) return undefined
+    const bodyLength = length.value
+    if (typeof bodyLength !== 'number' || bodyLength > MAX_FRAME_BODY) {
+      throw new ProtocolViolationError('FrameTooLarge', `frame body of ${bodyLength} bytes exceeds the 1 MiB limit`)
+    }
+    const { num, flag } = splitHeader(header.value)
+    if (flag === Flag.Extension && this.mode === 'plain') {
+      throw new ProtocolViolationError('ExtensionFrameInPlainMode', 'extension frame (flag 7) on a plain-mplex connection')
+    }
+    return { num, flag, headLength: header.length + length.length, bodyLength }
+  }
+
+  private emit (num: Uint, flag: number, body: Uint8Array): void {
+    const frame = this.toFrame(num, flag, body)
+    if (frame !== undefined) this.frames.push(frame)
+  }
+
+  private toFrame (num: Uint, flag: number, body: Uint8Array): Frame | undefined {
     switch (flag) {
       case Flag.NewStream: return { type: 'new-stream', num, name: body }
       case Flag.MessageReceiver:
@@ -319,17 +409,16 @@ export class FrameDecoder {
       case Flag.ResetInitiator:
         return { type: 'reset', num, initiator: flag === Flag.ResetInitiator, code: this.resetCode(body) }
       default:
-        return parseExtension(num, body.subarray())
+        return parseExtension(num, body)
     }
   }
 
-  private resetCode (body: Uint8ArrayList): Uint {
+  private resetCode (body: Uint8Array): Uint {
     // Plain mplex: the body is ignored and the code is 0 (PROTOCOL.md §3).
     if (this.mode === 'plain' || body.byteLength === 0) return 0
-    const bytes = body.subarray(0, Math.min(10, body.byteLength))
     let code: VarintRead
     try {
-      code = readVarint(bytes, 0)
+      code = readVarint(body, 0)
     } catch {
       code = undefined
     }

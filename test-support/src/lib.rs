@@ -17,3 +17,4 @@ pub mod driven;
 pub mod fuzz_targets;
 #[cfg(feature = "harness")]
 pub mod muxbench;
+pub mod node;

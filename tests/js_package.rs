@@ -1,0 +1,47 @@
+//! The TypeScript package in `js/` (the extension for js-libp2p): its own tests and js-libp2p's
+//! stream-muxer compliance suite, run with Node.js 22 (see `test_support::node`), so that the
+//! README's test command covers it.
+
+use std::{path::PathBuf, process::Command};
+
+fn run(node: &PathBuf, dir: &PathBuf, what: &str, args: &[&str]) {
+    let status = Command::new(node)
+        .args(args)
+        .current_dir(dir)
+        .status()
+        .unwrap_or_else(|e| panic!("run {what}: {e}"));
+    assert!(
+        status.success(),
+        "{what} failed in {} (output above)",
+        dir.display()
+    );
+}
+
+#[test]
+fn the_typescript_package_builds_and_passes_its_tests_and_the_compliance_suite() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js");
+    let node = test_support::node::node(22, &dir);
+    run(
+        &node,
+        &dir,
+        "tsc",
+        &["node_modules/typescript/bin/tsc", "-p", "."],
+    );
+    run(
+        &node,
+        &dir,
+        "the package's tests",
+        &["--expose-gc", "--test", "dist/test/**/*.test.js"],
+    );
+    run(
+        &node,
+        &dir,
+        "js-libp2p's stream-muxer compliance suite",
+        &[
+            "node_modules/mocha/bin/mocha.js",
+            "--timeout",
+            "60000",
+            "dist/test/compliance.spec.js",
+        ],
+    );
+}
