@@ -36,7 +36,7 @@ use libp2p::{
     },
     identity, noise, tcp,
 };
-use libp2p_mplex_halfclose::{Config, Mode, Muxer, Stream};
+use libp2p_mplex_halfclose::{Config, Mode, Muxer, Stream, StreamError};
 use test_support::driven::*;
 use tokio::{
     io::{AsyncBufReadExt, BufReader, Lines},
@@ -73,13 +73,54 @@ async fn js_libp2p_3_dials_us() {
     the_js_peer_dials_us(JsLine::V3).await;
 }
 
+/// This repository's TypeScript package (`js/`) in js-libp2p 3.x: the extension between two
+/// implementations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn we_dial_the_typescript_extension() {
+    we_dial_the_js_peer_with(JsLine::V3, Peer::TypeScriptExtension).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_typescript_extension_dials_us() {
+    the_js_peer_dials_us_with(JsLine::V3, Peer::TypeScriptExtension).await;
+}
+
+/// What the js peer offers, and so what the connection runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Peer {
+    /// `@libp2p/mplex` only: we fall back to plain mplex.
+    PlainMplex,
+    /// The TypeScript package: `/mplex-halfclose/1.0.0`.
+    TypeScriptExtension,
+}
+
+impl Peer {
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            Peer::PlainMplex => &[],
+            Peer::TypeScriptExtension => &["--muxers", "halfclose"],
+        }
+    }
+}
+
 /// js-libp2p 3.x's mplex closes the connection when the other side opens more than 5 streams
 /// a second (`the_js_libp2p_3_mplex_closes_a_connection_that_opens_streams_fast` pins it); the
 /// runs below open 100 at once, so they raise that rate.
 const UNLIMITED_NEW_STREAMS: [&str; 2] = ["--new-stream-rate", "1000000"];
 
 async fn we_dial_the_js_peer(line: JsLine) {
-    let mut js = JsPeer::start(line, &[&["listen"][..], &UNLIMITED_NEW_STREAMS].concat()).await;
+    we_dial_the_js_peer_with(line, Peer::PlainMplex).await;
+}
+
+async fn we_dial_the_js_peer_with(line: JsLine, peer: Peer) {
+    if peer == Peer::TypeScriptExtension {
+        test_support::node::built_js_package();
+    }
+    let mut js = JsPeer::start(
+        line,
+        &[&["listen"][..], &UNLIMITED_NEW_STREAMS, peer.args()].concat(),
+    )
+    .await;
     let line = js.next_line().await;
     let addr: Multiaddr = line
         .strip_prefix("listening ")
@@ -100,12 +141,19 @@ async fn we_dial_the_js_peer(line: JsLine) {
         .await
         .expect("connected in time")
         .expect("connection to the js peer");
-    tokio::time::timeout(TEST_BOUND, exercise(muxer, js, "inbound"))
+    tokio::time::timeout(TEST_BOUND, exercise(muxer, js, "inbound", peer))
         .await
         .expect("interop run ended in time");
 }
 
 async fn the_js_peer_dials_us(line: JsLine) {
+    the_js_peer_dials_us_with(line, Peer::PlainMplex).await;
+}
+
+async fn the_js_peer_dials_us_with(line: JsLine, peer: Peer) {
+    if peer == Peer::TypeScriptExtension {
+        test_support::node::built_js_package();
+    }
     let (mut transport, peer_id) = our_transport();
     transport
         .listen_on(ListenerId::next(), "/ip4/127.0.0.1/tcp/0".parse().unwrap())
@@ -118,7 +166,7 @@ async fn the_js_peer_dials_us(line: JsLine) {
     let addr = addr.to_string();
     let js = JsPeer::start(
         line,
-        &[&["dial", &addr][..], &UNLIMITED_NEW_STREAMS].concat(),
+        &[&["dial", &addr][..], &UNLIMITED_NEW_STREAMS, peer.args()].concat(),
     )
     .await;
     let accept = async {
@@ -132,7 +180,7 @@ async fn the_js_peer_dials_us(line: JsLine) {
         .await
         .expect("js peer connected in time")
         .expect("connection from the js peer");
-    tokio::time::timeout(TEST_BOUND, exercise(muxer, js, "outbound"))
+    tokio::time::timeout(TEST_BOUND, exercise(muxer, js, "outbound", peer))
         .await
         .expect("interop run ended in time");
 }
@@ -408,11 +456,19 @@ fn our_transport() -> (
 }
 
 /// Runs both sides' cases on one connection; `js_direction` is how the js peer sees it.
-async fn exercise(muxer: Muxer<Socket>, mut js: JsPeer, js_direction: &str) {
-    // The js peer offers only /mplex/6.7.0: we fall back to plain mplex.
-    assert_eq!(muxer.mode(), Mode::PlainMplex);
+async fn exercise(muxer: Muxer<Socket>, mut js: JsPeer, js_direction: &str, peer: Peer) {
     let connection = js.report("connection").await;
-    assert_eq!(connection["muxer"], "/mplex/6.7.0");
+    match peer {
+        // The js peer offers only /mplex/6.7.0: we fall back to plain mplex.
+        Peer::PlainMplex => {
+            assert_eq!(muxer.mode(), Mode::PlainMplex);
+            assert_eq!(connection["muxer"], "/mplex/6.7.0");
+        }
+        Peer::TypeScriptExtension => {
+            assert_eq!(muxer.mode(), Mode::Extension);
+            assert_eq!(connection["muxer"], "/mplex-halfclose/1.0.0");
+        }
+    }
     assert_eq!(connection["direction"], js_direction);
 
     let mut driven = drive(muxer);
@@ -429,11 +485,23 @@ async fn exercise(muxer: Muxer<Socket>, mut js: JsPeer, js_direction: &str) {
     eprintln!("interop ({js_direction}): echo");
     echo_cases(&opener).await;
     eprintln!("interop ({js_direction}): resets");
-    reset_cases(&opener, &mut js).await;
-    eprintln!("interop ({js_direction}): close-read");
-    close_read_case(&opener, &mut js).await;
-    eprintln!("interop ({js_direction}): drop rules");
-    drop_rule_cases(&opener, &mut js).await;
+    reset_cases(&opener, &mut js, peer).await;
+    match peer {
+        Peer::PlainMplex => {
+            eprintln!("interop ({js_direction}): close-read");
+            close_read_case(&opener, &mut js).await;
+            eprintln!("interop ({js_direction}): drop rules");
+            drop_rule_cases(&opener, &mut js).await;
+        }
+        Peer::TypeScriptExtension => {
+            eprintln!("interop ({js_direction}): close-read on the wire");
+            extension_close_read_case(&opener, &mut js).await;
+            eprintln!("interop ({js_direction}): drop rules (extension)");
+            extension_drop_rule_cases(&opener, &mut js).await;
+            eprintln!("interop ({js_direction}): a stalled stream beside a busy one");
+            stalled_beside_busy(&opener, &mut js).await;
+        }
+    }
     eprintln!("interop ({js_direction}): the js peer's cases");
 
     // The js peer's cases, as it saw them and as we saw them.
@@ -456,6 +524,24 @@ async fn exercise(muxer: Muxer<Socket>, mut js: JsPeer, js_direction: &str) {
         reset_by_us["readEnd"], "StreamResetError",
         "{reset_by_us:?}"
     );
+    if peer == Peer::TypeScriptExtension {
+        // Our reset's code reached the js stream.
+        assert_eq!(
+            reset_by_us.get("resetCode").map(String::as_str),
+            Some("5"),
+            "{reset_by_us:?}"
+        );
+        // The js peer closed reading with code 9 while we wrote: our write failed BrokenPipe
+        // with the code, and we still read its side to the end.
+        assert_eq!(js.report("js-closes-read").await["ok"], "true");
+        let stopped = observed_case(&mut observed, "js-closes-read").await;
+        assert_eq!(
+            stopped.write_end,
+            Some((ErrorKind::BrokenPipe, Some(9))),
+            "{stopped:?}"
+        );
+        assert_eq!(stopped.read_end, Ok(0), "{stopped:?}");
+    }
     if !js.done {
         assert_eq!(js.next_line().await, "done");
     }
@@ -494,22 +580,37 @@ async fn echo(opener: &Opener<Stream>, len: usize, seed: u8) -> Result<(), Strin
 }
 
 /// A reset from us reaches the js reader; a reset from the js peer reaches ours.
-async fn reset_cases(opener: &Opener<Stream>, js: &mut JsPeer) {
+async fn reset_cases(opener: &Opener<Stream>, js: &mut JsPeer, peer: Peer) {
+    let codes = peer == Peer::TypeScriptExtension;
     // The js peer reads until something ends its stream, writing nothing.
     let mut stream = open(opener, OBSERVE).await;
     stream.write_all(b"rust-resets 0\n").await.unwrap();
     stream.write_all(&pattern(4096, SENT_SEED)).await.unwrap();
     stream.flush().await.unwrap();
     assert_eq!(read_all(&mut stream).await, Ok(0)); // its Close: it is reading now
-    stream.reset();
+    stream.reset_with_code(77);
     let seen = js.report("rust-resets").await;
     assert_eq!(seen["readEnd"], "StreamResetError", "{seen:?}");
+    if codes {
+        assert_eq!(
+            seen.get("resetCode").map(String::as_str),
+            Some("77"),
+            "{seen:?}"
+        );
+    }
 
     // The js peer resets after our first line: our read and then our write fail as reset.
     let mut stream = open(opener, RESET).await;
-    stream.write_all(b"js-resets-our-stream\n").await.unwrap();
-    let read = read_all(&mut stream).await;
-    assert_eq!(read, Err(ErrorKind::ConnectionReset));
+    stream
+        .write_all(b"js-resets-our-stream 78\n")
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    let read = stream.read_to_end(&mut sink).await.unwrap_err();
+    assert_eq!(read.kind(), ErrorKind::ConnectionReset);
+    // The extension carries the js peer's code; plain mplex has none.
+    let code = StreamError::from_io(&read).and_then(StreamError::code);
+    assert_eq!(code, Some(if codes { 78 } else { 0 }), "{read:?}");
     let write = stream.write_all(b"more").await.map_err(|e| e.kind());
     assert_eq!(write, Err(ErrorKind::ConnectionReset));
     assert_eq!(js.report("js-resets-our-stream").await["resetSent"], "true");
@@ -546,6 +647,139 @@ async fn close_read_case(opener: &Opener<Stream>, js: &mut JsPeer) {
     assert_eq!(
         (&*seen["sent"], &*seen["writeEnd"]),
         (&*sent, "closed"),
+        "{seen:?}"
+    );
+}
+
+/// The extension carries close-read: the js writer stops with `StreamStoppedError` and our code,
+/// and the other direction goes on.
+async fn extension_close_read_case(opener: &Opener<Stream>, js: &mut JsPeer) {
+    let sent_by_js = 64 * 1024 * 1024;
+    let mut stream = open(opener, OBSERVE).await;
+    stream
+        .write_all(format!("rust-closes-read {sent_by_js}\n").as_bytes())
+        .await
+        .unwrap();
+    let mut first = vec![0; 1000];
+    stream.read_exact(&mut first).await.unwrap();
+    assert_eq!(first, pattern(1000, JS_SEED));
+    stream.close_read_with_code(42).await.unwrap();
+    assert_eq!(
+        stream.read(&mut [0; 64]).await.unwrap(),
+        0,
+        "EOF after close_read"
+    );
+    stream.write_all(&pattern(65536, SENT_SEED)).await.unwrap();
+    stream.close_write().await.unwrap();
+
+    let seen = js.report("rust-closes-read").await;
+    assert_eq!(
+        (&*seen["received"], &*seen["intact"], &*seen["readEnd"]),
+        ("65536", "true", "eof"),
+        "{seen:?}"
+    );
+    assert_eq!(
+        (
+            &*seen["writeEnd"],
+            seen.get("writeCode").map(String::as_str)
+        ),
+        ("StreamStoppedError", Some("42")),
+        "{seen:?}"
+    );
+    let sent: u64 = seen["sent"].parse().unwrap();
+    assert!(sent < sent_by_js, "the js writer stopped early: {seen:?}");
+}
+
+/// Our drop rules in extension mode, as the js peer's reader and writer see them: Reset with
+/// both directions open, Close with only writing open, CloseRead with only reading open.
+async fn extension_drop_rule_cases(opener: &Opener<Stream>, js: &mut JsPeer) {
+    let mut stream = open(opener, OBSERVE).await;
+    stream.write_all(b"ext-drops-open -1\n").await.unwrap();
+    stream.read_exact(&mut [0; 1024]).await.unwrap(); // the js peer is writing
+    drop(stream);
+    let seen = js.report("ext-drops-open").await;
+    assert_eq!(
+        (&*seen["readEnd"], &*seen["writeEnd"]),
+        ("StreamResetError", "StreamResetError"),
+        "{seen:?}"
+    );
+
+    let mut stream = open(opener, OBSERVE).await;
+    stream
+        .write_all(b"ext-drops-after-eof 1000\n")
+        .await
+        .unwrap();
+    let mut from_js = Vec::new();
+    stream.read_to_end(&mut from_js).await.unwrap();
+    assert_eq!(from_js, pattern(1000, JS_SEED));
+    stream.write_all(&pattern(65536, SENT_SEED)).await.unwrap();
+    drop(stream);
+    let seen = js.report("ext-drops-after-eof").await;
+    assert_eq!(
+        (
+            &*seen["received"],
+            &*seen["intact"],
+            &*seen["readEnd"],
+            &*seen["writeEnd"]
+        ),
+        ("65536", "true", "eof", "closed"),
+        "{seen:?}"
+    );
+
+    // Writing closed and reading open, or reading closed too: the js writer is stopped, not
+    // reset, and it read our Close as the end.
+    for (case, close_read) in [
+        ("ext-drops-half-closed", false),
+        ("ext-drops-after-close-read", true),
+    ] {
+        let mut stream = open(opener, OBSERVE).await;
+        stream
+            .write_all(format!("{case} -1\n").as_bytes())
+            .await
+            .unwrap();
+        stream.close_write().await.unwrap();
+        stream.read_exact(&mut [0; 1024]).await.unwrap(); // the js peer is writing
+        if close_read {
+            stream.close_read().await.unwrap();
+        }
+        drop(stream);
+        let seen = js.report(case).await;
+        assert_eq!(
+            (&*seen["received"], &*seen["readEnd"], &*seen["writeEnd"]),
+            ("0", "eof", "StreamStoppedError"),
+            "{case}: {seen:?}"
+        );
+        assert_eq!(
+            seen.get("writeCode").map(String::as_str),
+            Some("0"),
+            "{case}: {seen:?}"
+        );
+    }
+}
+
+/// A stream nobody reads holds the js writer at its window while 16 MiB echo beside it; then
+/// everything it wrote arrives intact.
+async fn stalled_beside_busy(opener: &Opener<Stream>, js: &mut JsPeer) {
+    let stalled_len = 4 * 1024 * 1024;
+    let mut stalled = open(opener, OBSERVE).await;
+    stalled
+        .write_all(format!("stalled {stalled_len}\n").as_bytes())
+        .await
+        .unwrap();
+    stalled.flush().await.unwrap();
+    assert_eq!(echo(opener, 16 * 1024 * 1024, 17).await, Ok(()));
+    let mut from_js = Vec::new();
+    stalled.read_to_end(&mut from_js).await.unwrap();
+    assert_eq!(from_js.len(), stalled_len);
+    assert!(
+        from_js == pattern(stalled_len, JS_SEED),
+        "the stalled stream's data is intact"
+    );
+    stalled.close_write().await.unwrap();
+    let seen = js.report("stalled").await;
+    assert_eq!(
+        (&*seen["writeEnd"], &*seen["readEnd"]),
+        ("closed", "eof"),
         "{seen:?}"
     );
 }
@@ -622,6 +856,8 @@ async fn read_all(stream: &mut Stream) -> Result<usize, ErrorKind> {
 struct Observed {
     case: String,
     read_end: Result<usize, ErrorKind>,
+    /// For a count of -1 (write until the peer stops us): how writing ended, with the code.
+    write_end: Option<(ErrorKind, Option<u64>)>,
 }
 
 async fn observed_case(observed: &mut mpsc::UnboundedReceiver<Observed>, case: &str) -> Observed {
@@ -653,21 +889,38 @@ async fn serve(mut stream: Stream, observed: mpsc::UnboundedSender<Observed>) {
         OBSERVE => {
             let first = read_line(&mut stream).await.expect("observe: first line");
             let (case, count) = first.split_once(' ').expect("observe: `<case> <count>`");
-            let count: usize = count.parse().expect("observe: a count");
-            stream
-                .write_all(&pattern(count, JS_SEED))
-                .await
-                .expect("observe write");
-            stream.close_write().await.expect("observe close");
+            let count: i64 = count.parse().expect("observe: a count");
+            let write_end = if count < 0 {
+                // Until the peer stops us (bounded: 1 GiB).
+                let chunk = pattern(64 * 1024, JS_SEED);
+                let mut ended = None;
+                for _ in 0..16 * 1024 {
+                    if let Err(e) = stream.write_all(&chunk).await {
+                        let code = StreamError::from_io(&e).and_then(StreamError::code);
+                        ended = Some((e.kind(), code));
+                        break;
+                    }
+                }
+                ended
+            } else {
+                stream
+                    .write_all(&pattern(count as usize, JS_SEED))
+                    .await
+                    .expect("observe write");
+                stream.close_write().await.expect("observe close");
+                None
+            };
             let read_end = read_all(&mut stream).await;
             let _ = observed.unbounded_send(Observed {
                 case: case.to_string(),
                 read_end,
+                write_end,
             });
         }
         RESET => {
             read_line(&mut stream).await.expect("reset: first line");
-            stream.reset();
+            // The code reaches peers with the extension; plain mplex carries none.
+            stream.reset_with_code(5);
         }
         _ => unreachable!("accept_protocol returns one of ours"),
     }

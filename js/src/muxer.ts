@@ -136,12 +136,13 @@ export class HalfcloseStream extends AbstractStream {
   remoteClosedReading (code: Uint): void {
     this.stoppedCode = code
     this.onRemoteCloseRead()
+    // A writer waiting for room wakes and learns of it from its next send (before the stream
+    // may close below, which would fail its wait with a plain StreamClosedError).
+    if (this.writableNeedsDrain) this.onMuxerDrain()
     if (this.writeStatus !== 'closed') {
       this.writeStatus = 'closed'
       if (this.remoteWriteStatus === 'closed') this.onTransportClosed()
     }
-    // A writer waiting for room learns of it from its next send.
-    if (this.writableNeedsDrain) this.onMuxerDrain()
   }
 
   /** The peer reset the stream with `code`. */

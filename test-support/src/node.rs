@@ -98,3 +98,26 @@ pub fn node_version(node: &Path) -> Option<u32> {
         .parse()
         .ok()
 }
+
+/// The TypeScript package in `js/`, its packages installed and built with `tsc` (once per test
+/// process). Returns its directory.
+pub fn built_js_package() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../js");
+            let node = node(22, &dir);
+            let status = Command::new(&node)
+                .args(["node_modules/typescript/bin/tsc", "-p", "."])
+                .current_dir(&dir)
+                .status()
+                .expect("run tsc");
+            assert!(
+                status.success(),
+                "tsc failed in {} (output above)",
+                dir.display()
+            );
+            dir
+        })
+        .clone()
+}

@@ -188,7 +188,8 @@ async function serveObserve ({ stream }) {
 
 async function serveReset ({ stream }) {
   const reader = new Reader(stream)
-  const name = await reader.line()
+  // `<case>` or `<case> <code>`: plain mplex carries no code, so the code stays here.
+  const [name] = (await reader.line()).split(' ')
   stream.abort(new Error('reset by the js peer'))
   report({ case: name, resetSent: true })
 }

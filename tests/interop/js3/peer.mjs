@@ -7,7 +7,10 @@
 //   node peer.mjs listen [options]          prints `listening <multiaddr>`, waits for one connection
 //   node peer.mjs dial <multiaddr> [options]
 //
-//   --muxers mplex|yamux,mplex|mplex,yamux  the muxers it offers, in its order (default: mplex)
+//   --muxers mplex|yamux,mplex|mplex,yamux|halfclose
+//                                           the muxers it offers, in its order (default: mplex);
+//                                           halfclose is this repository's TypeScript package
+//                                           (js/, built), /mplex-halfclose/1.0.0
 //   --cases all|echo|small-echo             its own cases: all of them, the echoes only, or the
 //                                           echoes without the 16 MiB one
 //   --new-stream-rate N                     mplex: the NewStreams per second from the Rust side
@@ -116,6 +119,11 @@ function equal (a, b) {
   return a.length === b.length && Buffer.from(a.buffer, a.byteOffset, a.length).equals(b)
 }
 
+/** The code an error carries (a close-read's or a reset's), as report fields. */
+function codeOf (err, key) {
+  return err?.code === undefined ? {} : { [key]: String(err.code) }
+}
+
 /** Resolves with the error (or null) that ends `stream`, from its 'close' event. */
 function closed (stream) {
   return new Promise((resolve) => {
@@ -130,7 +138,8 @@ function closed (stream) {
 async function sendPattern (stream, count, seed, ended) {
   const limit = count < 0 ? UNTIL_RESET_CAP : count
   let end = null
-  ended.then((err) => { end = err ?? new Error('closed') })
+  const CLOSED = new Error('closed')
+  ended.then((err) => { end = err ?? CLOSED })
   let sent = 0
   try {
     while (sent < limit && end == null) {
@@ -140,10 +149,21 @@ async function sendPattern (stream, count, seed, ended) {
       // A turn of the event loop per chunk lets a reset that arrived be seen.
       await new Promise((resolve) => setImmediate(resolve))
     }
+    if (end === CLOSED) {
+      // The stream ended cleanly while we still wrote (the peer closed writing and stopped
+      // reading): report what a writer's next write meets.
+      try {
+        stream.send(new Uint8Array(1))
+      } catch (err) {
+        return { sent, writeEnd: endOf(err), ...codeOf(err, 'writeCode') }
+      }
+    }
     if (end != null) return { sent, writeEnd: endOf(end) }
     await stream.close()
   } catch (err) {
-    return { sent, writeEnd: endOf(end ?? err) }
+    // StreamStoppedError (the peer closed reading) carries the peer's code.
+    const cause = end === CLOSED || end == null ? err : end
+    return { sent, writeEnd: endOf(cause), ...codeOf(cause, 'writeCode') }
   }
   return { sent, writeEnd: 'closed' }
 }
@@ -173,13 +193,15 @@ async function serveObserve (stream) {
     read = { received: -1, intact: false, readEnd: endOf(err) }
   }
   const written = await writing
-  report({ case: name, ...read, ...written })
+  const resetCode = stream.resetCode === undefined ? {} : { resetCode: String(stream.resetCode) }
+  report({ case: name, ...read, ...written, ...resetCode })
 }
 
 async function serveReset (stream) {
   const reader = new Reader(stream)
-  const name = await reader.line()
-  stream.abort(new Error('reset by the js peer'))
+  // `<case>` or `<case> <code>`: the reset carries the code (the extension sends it).
+  const [name, code] = (await reader.line()).split(' ')
+  stream.abort(Object.assign(new Error('reset by the js peer'), code === undefined ? {} : { code: Number(code) }))
   report({ case: name, resetSent: true })
 }
 
@@ -234,12 +256,33 @@ async function runOwnCases (connection, which) {
       } catch (err) {
         readEnd = endOf(err)
       }
-      return { readEnd, status: stream.status }
+      const resetCode = stream.resetCode === undefined ? {} : { resetCode: String(stream.resetCode) }
+      return { readEnd, status: stream.status, ...resetCode }
+    }]
+  ]
+  // With the extension: close-read from this side, which the Rust writer sees as BrokenPipe
+  // with the code.
+  const extension = [
+    ['js-closes-read', async () => {
+      const stream = await connection.newStream(OBSERVE, STREAM_LIMITS)
+      await send(stream, Buffer.from('js-closes-read -1\n'))
+      const reader = new Reader(stream)
+      let received = 0
+      while (received < 1000) {
+        const chunk = await reader.next()
+        if (chunk == null) break
+        received += chunk.length
+      }
+      await stream.closeRead({ code: 9 })
+      await stream.close()
+      return { ok: received >= 1000 }
     }]
   ]
   const cases = which === 'echo'
     ? echoes
-    : which === 'small-echo' ? echoes.filter(([name]) => name !== 'js-echo-16m') : [...echoes, ...others]
+    : which === 'small-echo'
+      ? echoes.filter(([name]) => name !== 'js-echo-16m')
+      : [...echoes, ...others, ...(connection.multiplexer === '/mplex-halfclose/1.0.0' ? extension : [])]
   for (const [name, run] of cases) {
     try {
       report({ case: name, ...(await run()) })
@@ -274,7 +317,13 @@ const muxerFactories = {
   // reader that falls behind would have its stream aborted, and the connection with it.
   yamux: () => yamux({ streamOptions: { maxReadBufferLength: READ_BUFFER } })
 }
-const muxers = option('--muxers', 'mplex').split(',').map((name) => muxerFactories[name]())
+const muxerNames = option('--muxers', 'mplex').split(',')
+if (muxerNames.includes('halfclose')) {
+  // This repository's package, built (`tsc` in js/); imported only when asked for.
+  const { mplexHalfclose } = await import('../../../js/dist/src/index.js')
+  muxerFactories.halfclose = () => mplexHalfclose({ streamOptions: { maxReadBufferLength: READ_BUFFER } })
+}
+const muxers = muxerNames.map((name) => muxerFactories[name]())
 const which = option('--cases', 'all')
 
 const node = await createLibp2p({
