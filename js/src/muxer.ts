@@ -58,6 +58,16 @@ export class HalfcloseStream extends AbstractStream {
     this.muxer = init.muxer
   }
 
+  /** Bytes received and not yet delivered to the application (at most the receive window). */
+  get bufferedBytes (): number {
+    return this.muxer.core.buffered(this.ref)
+  }
+
+  /** The stream's receive window: how much the peer may send ahead of the reader. */
+  get receiveWindow (): number | undefined {
+    return this.muxer.core.receiveWindow(this.ref)
+  }
+
   /** Writes `data`; throws {@link StreamStoppedError} once the peer stopped reading. */
   override send (data: Uint8Array | Uint8ArrayList): boolean {
     if (this.stoppedCode !== undefined) throw new StreamStoppedError(this.stoppedCode)
