@@ -236,10 +236,22 @@ export function encodeFrame (frame: Frame, mode: Mode): Uint8Array[] {
 /** Bodies up to this size are copied behind their head, larger ones are sent as they are. */
 const COPY_LIMIT = 8 * 1024
 
+/** A frame whose body is still arriving: as views of its pieces, or copied into `buf`. */
+interface PendingBody {
+  num: Uint
+  flag: number
+  length: number
+  pieces: Uint8Array[]
+  buf: Uint8Array | undefined
+  fill: number
+}
+
 /** The largest head: two varints of 10 bytes. */
 const MAX_HEAD = 20
 /** The first size of a buffer for a body that arrives in pieces, and its least growth. */
 const BODY_STEP = 64 * 1024
+/** A body in at most this many pieces is handed out as views of them. */
+const MAX_BODY_PIECES = 8
 
 /**
  * Cuts frames out of a byte stream. Feed it chunks with {@link FrameDecoder.push} and take
@@ -250,10 +262,12 @@ const BODY_STEP = 64 * 1024
  * stream (a frame of 1 MiB in 1-byte pieces costs 1 MiB of copying, not a million array shifts).
  * A frame's length is checked from its head, before any of its body is buffered. A body that
  * lies whole in one chunk is handed out as a view of it (the caller copies what it keeps: a
- * 1-byte frame must not keep a 64 KiB chunk alive); one that arrives in pieces is copied into
- * a buffer of its own that grows as the body arrives, never on the peer's word alone (at most
- * {@link BODY_STEP} ahead of it), and ends exactly the body's size. What the decoder holds
- * beyond the frames not yet taken is at most one frame (1 MiB + 20 bytes).
+ * 1-byte frame must not keep a 64 KiB chunk alive); one that arrives in a few pieces (a 64 KiB
+ * frame across two noise messages) as a list of views of them, not copied; one that arrives in
+ * more pieces than {@link MAX_BODY_PIECES} is copied into a buffer of its own that grows as the
+ * body arrives, never on the peer's word alone (at most {@link BODY_STEP} ahead of it), and ends
+ * exactly the body's size. What the decoder holds beyond the frames not yet taken is at most one
+ * frame (1 MiB + 20 bytes), or the chunks of its few pieces.
  *
  * An error in the stream is reported by `next()` once the frames before it were taken.
  */
@@ -263,7 +277,7 @@ export class FrameDecoder {
   private readonly headBytes = new Uint8Array(MAX_HEAD)
   private headFill = 0
   /** A frame whose body is arriving in pieces. */
-  private body: { num: Uint, flag: number, length: number, buf: Uint8Array, fill: number } | undefined
+  private body: PendingBody | undefined
   /** Frames parsed and not yet taken: `frames[taken..]`. */
   private frames: Frame[] = []
   private taken = 0
@@ -351,26 +365,41 @@ export class FrameDecoder {
         this.emit(head.num, head.flag, chunk.subarray(at, at + head.bodyLength))
         at += head.bodyLength
       } else {
-        this.body = { num: head.num, flag: head.flag, length: head.bodyLength, buf: new Uint8Array(Math.min(head.bodyLength, BODY_STEP)), fill: 0 }
+        this.body = { num: head.num, flag: head.flag, length: head.bodyLength, pieces: [], buf: undefined, fill: 0 }
       }
     }
   }
 
-  /** Copies what `chunk` has of the body from `at`; returns how many bytes it took. */
-  private fillBody (body: { num: Uint, flag: number, length: number, buf: Uint8Array, fill: number }, chunk: Uint8Array, at: number): number {
+  /** Takes what `chunk` has of the body from `at`; returns how many bytes it took. */
+  private fillBody (body: PendingBody, chunk: Uint8Array, at: number): number {
     const take = Math.min(body.length - body.fill, chunk.byteLength - at)
-    if (body.fill + take > body.buf.byteLength) {
-      // Grow as the body arrives: to twice what arrived, at least a step more, at most its size.
-      const size = Math.min(body.length, Math.max(2 * (body.fill + take), body.fill + take + BODY_STEP))
-      const grown = new Uint8Array(size)
-      grown.set(body.buf.subarray(0, body.fill))
-      body.buf = grown
+    const piece = chunk.subarray(at, at + take)
+    if (body.buf === undefined && body.pieces.length < MAX_BODY_PIECES) {
+      body.pieces.push(piece)
+    } else {
+      if (body.buf === undefined) {
+        // Too many pieces to keep as views: copy them, and what follows, into one buffer.
+        body.buf = new Uint8Array(Math.min(body.length, body.fill + BODY_STEP))
+        let filled = 0
+        for (const p of body.pieces) {
+          body.buf.set(p, filled)
+          filled += p.byteLength
+        }
+        body.pieces = []
+      }
+      if (body.fill + take > body.buf.byteLength) {
+        // Grow as the body arrives: to twice what arrived, at least a step more, at most its size.
+        const size = Math.min(body.length, Math.max(2 * (body.fill + take), body.fill + take + BODY_STEP))
+        const grown = new Uint8Array(size)
+        grown.set(body.buf.subarray(0, body.fill))
+        body.buf = grown
+      }
+      body.buf.set(piece, body.fill)
     }
-    body.buf.set(chunk.subarray(at, at + take), body.fill)
     body.fill += take
     if (body.fill === body.length) {
       this.body = undefined
-      this.emit(body.num, body.flag, body.buf)
+      this.emit(body.num, body.flag, body.buf ?? new Uint8ArrayList(...body.pieces))
     }
     return take
   }
@@ -391,12 +420,12 @@ export class FrameDecoder {
     return { num, flag, headLength: header.length + length.length, bodyLength }
   }
 
-  private emit (num: Uint, flag: number, body: Uint8Array): void {
+  private emit (num: Uint, flag: number, body: Uint8Array | Uint8ArrayList): void {
     const frame = this.toFrame(num, flag, body)
     if (frame !== undefined) this.frames.push(frame)
   }
 
-  private toFrame (num: Uint, flag: number, body: Uint8Array): Frame | undefined {
+  private toFrame (num: Uint, flag: number, body: Uint8Array | Uint8ArrayList): Frame | undefined {
     switch (flag) {
       case Flag.NewStream: return { type: 'new-stream', num, name: body }
       case Flag.MessageReceiver:
@@ -407,9 +436,9 @@ export class FrameDecoder {
         return { type: 'close', num, initiator: flag === Flag.CloseInitiator }
       case Flag.ResetReceiver:
       case Flag.ResetInitiator:
-        return { type: 'reset', num, initiator: flag === Flag.ResetInitiator, code: this.resetCode(body) }
+        return { type: 'reset', num, initiator: flag === Flag.ResetInitiator, code: this.resetCode(body.subarray()) }
       default:
-        return parseExtension(num, body)
+        return parseExtension(num, body.subarray())
     }
   }
 

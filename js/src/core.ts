@@ -93,6 +93,7 @@ export class Connection {
   private ping: { nonce: number, at: number } | undefined
   private lastPingAt: number | undefined
   private nextNonce = 0
+  private reader: ((stream: StreamRef, data: Uint8Array | Uint8ArrayList) => boolean) | undefined
 
   constructor (config: Partial<CoreConfig> = {}, now: () => number = () => performance.now()) {
     this.config = { ...DEFAULT_CORE_CONFIG, ...config }
@@ -325,8 +326,23 @@ export class Connection {
     }
     if (entry.recv !== 'open' || len === 0) return // after Close, CloseRead or Reset: discarded
     const wasEmpty = entry.buffer.unread === 0
+    if (wasEmpty && this.reader?.(stream, data) === true) {
+      // The application took it as it came: nothing is held, the credit goes back.
+      this.consumed(stream, entry, len)
+      return
+    }
     entry.buffer.push(data)
     if (wasEmpty) this.events.push({ type: 'readable', stream })
+  }
+
+  /**
+   * Lets the application take data as it arrives: `reader` is offered each Message body of a
+   * stream with nothing buffered, and returns true if it took the body (then nothing is
+   * copied or held). Otherwise the body is copied into the stream's buffer and `readable`
+   * follows.
+   */
+  setReader (reader: (stream: StreamRef, data: Uint8Array | Uint8ArrayList) => boolean): void {
+    this.reader = reader
   }
 
   private consumed (stream: StreamRef, entry: StreamEntry, len: number): void {

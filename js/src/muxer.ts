@@ -184,6 +184,14 @@ export class HalfcloseStreamMuxer extends AbstractStreamMuxer<HalfcloseStream> {
       ...init,
       maxStreamWindow: Math.min(init.maxStreamWindow ?? 16 * 1024 * 1024, maxReadBuffer)
     })
+    // Data goes straight to a stream whose application takes it now (a `message` listener, not
+    // paused): no copy, nothing held.
+    this.core.setReader((ref, data) => {
+      const stream = (ref.local ? this.local : this.remote).get(ref.num)
+      if (stream === undefined || stream.readStatus !== 'readable' || stream.listenerCount('message') === 0) return false
+      stream.onData(data)
+      return true
+    })
     maConn.addEventListener('drain', () => {
       this.saturated = false
       this.sentWhileSaturated = 0
@@ -226,8 +234,25 @@ export class HalfcloseStreamMuxer extends AbstractStreamMuxer<HalfcloseStream> {
     return stream
   }
 
-  /** Sends what the core queued; false while the connection needs to drain. */
+  private flushScheduled = false
+
+  /**
+   * Sends what the core queued, gathering what the calls of this turn of the event loop queue
+   * into one write (a request's NewStream, data and Close in one encrypted message); false
+   * while the connection needs to drain.
+   */
   flush (): boolean {
+    if (!this.flushScheduled) {
+      this.flushScheduled = true
+      queueMicrotask(() => {
+        this.flushScheduled = false
+        this.flushNow()
+      })
+    }
+    return !this.saturated
+  }
+
+  private flushNow (): boolean {
     const frames = this.core.takeFrames()
     if (frames.length === 0) return !this.saturated
     const out = new Uint8ArrayList()

@@ -484,6 +484,25 @@ async fn open_bulk(control: &mut libp2p_stream::Control, peer: PeerId) -> libp2p
     s
 }
 
+/// `--serve-js`: the Rust side of the TypeScript package's benchmark (`js/bench/bench.ts
+/// --peers ...`): one server per muxer (echo and sink over `libp2p-stream`), their addresses
+/// printed as `<muxer>=<multiaddr>`, served until stdin closes.
+fn serve_js(runtime: &tokio::runtime::Runtime) {
+    let addrs: Vec<String> = Muxer::ALL
+        .into_iter()
+        .map(|m| {
+            let key = match m {
+                Muxer::Ours => "ours",
+                Muxer::Yamux => "yamux",
+                Muxer::LibMplex => "mplex",
+            };
+            format!("{key}={}", runtime.block_on(server(m)))
+        })
+        .collect();
+    println!("{}", addrs.join(","));
+    let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+}
+
 fn main() {
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -491,6 +510,10 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
+    if std::env::args().any(|a| a == "--serve-js") {
+        serve_js(&runtime);
+        return;
+    }
     let muxers: Vec<Muxer> = Muxer::ALL
         .into_iter()
         .filter(|&m| args.selects_muxer(m))
