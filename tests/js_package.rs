@@ -1,5 +1,6 @@
 //! The TypeScript package in `js/` (the extension for js-libp2p): its own tests and js-libp2p's
-//! stream-muxer compliance suite, run with Node.js 22 (see `test_support::node`), so that the
+//! stream-muxer compliance suite, and a check that the muxer type-checks without Node's types,
+//! run with Node.js 22 (see `test_support::node`), so that the
 //! README's test command covers it.
 
 use std::{path::PathBuf, process::Command};
@@ -21,6 +22,18 @@ fn run(node: &PathBuf, dir: &PathBuf, what: &str, args: &[&str]) {
 fn the_typescript_package_builds_and_passes_its_tests_and_the_compliance_suite() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("js");
     let node = test_support::node::node(22, &dir);
+    // The muxer itself uses no Node-only API: it type-checks with the DOM's types and without
+    // Node's, as a browser bundle would.
+    run(
+        &node,
+        &dir,
+        "the browser type check",
+        &[
+            "node_modules/typescript/bin/tsc",
+            "-p",
+            "tsconfig.browser.json",
+        ],
+    );
     run(
         &node,
         &dir,
