@@ -258,8 +258,10 @@ const MAX_BODY_PIECES = 8
  * frames with {@link FrameDecoder.next}; {@link FrameDecoder.end} checks that the stream did
  * not end inside a frame.
  *
- * Each chunk is parsed as it arrives, in time linear in its length however the peer cuts the
- * stream (a frame of 1 MiB in 1-byte pieces costs 1 MiB of copying, not a million array shifts).
+ * Chunks are parsed as frames are asked for, one frame at a time, in time linear in their
+ * length however the peer cuts the stream (a frame of 1 MiB in 1-byte pieces costs 1 MiB of
+ * copying, not a million array shifts); a chunk of a million tiny frames costs no memory per
+ * frame until each is taken, so a caller that stops taking frames holds only the chunk.
  * A frame's length is checked from its head, before any of its body is buffered. A body that
  * lies whole in one chunk is handed out as a view of it (the caller copies what it keeps: a
  * 1-byte frame must not keep a 64 KiB chunk alive); one that arrives in a few pieces (a 64 KiB
@@ -278,24 +280,25 @@ export class FrameDecoder {
   private headFill = 0
   /** A frame whose body is arriving in pieces. */
   private body: PendingBody | undefined
-  /** Frames parsed and not yet taken: `frames[taken..]`. */
-  private frames: Frame[] = []
-  private taken = 0
+  /** Chunks pushed, parsed up to `input[inputIndex]` at `inputOffset`. */
+  private input: Uint8Array[] = []
+  private inputIndex = 0
+  private inputOffset = 0
+  /** The frame the parse just completed. */
+  private ready: Frame | undefined
   private error: ProtocolViolationError | undefined
 
   constructor (mode: Mode) {
     this.mode = mode
   }
 
-  /** Appends bytes read from the connection and parses them. */
+  /** Appends bytes read from the connection. */
   push (chunk: Uint8Array | Uint8ArrayList): void {
     if (this.error !== undefined) return
-    try {
-      if (chunk instanceof Uint8Array) this.parse(chunk)
-      else for (const part of chunk) this.parse(part)
-    } catch (e) {
-      if (!(e instanceof ProtocolViolationError)) throw e
-      this.error = e
+    if (chunk instanceof Uint8Array) {
+      if (chunk.byteLength > 0) this.input.push(chunk)
+    } else {
+      for (const part of chunk) if (part.byteLength > 0) this.input.push(part)
     }
   }
 
@@ -305,29 +308,52 @@ export class FrameDecoder {
    * before it.
    */
   next (): Frame | undefined {
-    if (this.taken < this.frames.length) {
-      const frame = this.frames[this.taken++]
-      if (this.taken === this.frames.length) {
-        this.frames = []
-        this.taken = 0
-      }
-      return frame
-    }
     if (this.error !== undefined) throw this.error
+    while (this.inputIndex < this.input.length) {
+      const chunk = this.input[this.inputIndex]
+      try {
+        this.inputOffset = this.parse(chunk, this.inputOffset)
+      } catch (e) {
+        if (e instanceof ProtocolViolationError) {
+          this.error = e
+          this.input = []
+          this.inputIndex = 0
+        }
+        throw e
+      }
+      if (this.inputOffset >= chunk.byteLength) {
+        this.inputIndex++
+        this.inputOffset = 0
+      }
+      const frame = this.ready
+      if (frame !== undefined) {
+        this.ready = undefined
+        if (this.inputIndex >= 64 && 2 * this.inputIndex >= this.input.length) {
+          this.input.splice(0, this.inputIndex)
+          this.inputIndex = 0
+        }
+        return frame
+      }
+    }
+    this.input = []
+    this.inputIndex = 0
     return undefined
   }
 
-  /** The stream ended: throws `TruncatedFrame` if it ended inside a frame. */
+  /**
+   * The stream ended: throws `TruncatedFrame` if it ended inside a frame (frames not yet taken
+   * are dropped).
+   */
   end (): void {
-    if (this.error !== undefined) throw this.error
+    while (this.next() !== undefined) {}
     if (this.headFill > 0 || this.body !== undefined) {
       throw new ProtocolViolationError('TruncatedFrame', 'connection closed in the middle of a frame')
     }
   }
 
-  private parse (chunk: Uint8Array): void {
-    let at = 0
-    while (at < chunk.byteLength) {
+  /** Parses `chunk` from `at` until a frame is ready or the chunk ends; returns where it got. */
+  private parse (chunk: Uint8Array, at: number): number {
+    while (at < chunk.byteLength && this.ready === undefined) {
       const body = this.body
       if (body !== undefined) {
         at += this.fillBody(body, chunk, at)
@@ -355,7 +381,7 @@ export class FrameDecoder {
         } else {
           this.headFill = bytes.byteLength
         }
-        return
+        return chunk.byteLength
       }
       // Where the body starts in this chunk.
       const bodyStart = this.headFill === 0 ? at + head.headLength : at + head.headLength - this.headFill
@@ -368,6 +394,7 @@ export class FrameDecoder {
         this.body = { num: head.num, flag: head.flag, length: head.bodyLength, pieces: [], buf: undefined, fill: 0 }
       }
     }
+    return at
   }
 
   /** Takes what `chunk` has of the body from `at`; returns how many bytes it took. */
@@ -421,8 +448,7 @@ export class FrameDecoder {
   }
 
   private emit (num: Uint, flag: number, body: Uint8Array | Uint8ArrayList): void {
-    const frame = this.toFrame(num, flag, body)
-    if (frame !== undefined) this.frames.push(frame)
+    this.ready = this.toFrame(num, flag, body)
   }
 
   private toFrame (num: Uint, flag: number, body: Uint8Array | Uint8ArrayList): Frame | undefined {

@@ -110,6 +110,11 @@ export class Connection {
     return this.local.size + this.remote.size
   }
 
+  /** How many frames wait to be taken by {@link Connection.takeFrames}. */
+  get queuedFrames (): number {
+    return this.frames.length
+  }
+
   /** Frames to send, in order. */
   takeFrames (): Frame[] {
     const frames = this.frames
@@ -222,6 +227,18 @@ export class Connection {
     const entry = this.entry(stream)
     if (entry === undefined || entry.buffer.unread === 0) return undefined
     const data = entry.buffer.takeAll()
+    if (entry.recv === 'open') this.consumed(stream, entry, data.byteLength)
+    return data
+  }
+
+  /**
+   * Takes the first message (or gathered buffer) received on `stream`, for a reader that pulls
+   * one at a time; credit goes back for it as for {@link Connection.read}.
+   */
+  readOne (stream: StreamRef): Uint8Array | undefined {
+    const entry = this.entry(stream)
+    const data = entry?.buffer.takeOne()
+    if (entry === undefined || data === undefined) return undefined
     if (entry.recv === 'open') this.consumed(stream, entry, data.byteLength)
     return data
   }

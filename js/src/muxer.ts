@@ -28,11 +28,16 @@ export interface CloseReadOptions extends AbortOptions {
 }
 
 /**
- * While the connection cannot take more, at most this many bytes of answers (Pongs, Resets,
- * WindowUpdates, Closes) are queued for it before the muxer stops reading: a peer that never
- * reads cannot make it queue answers without end (PROTOCOL.md §9).
+ * While the connection cannot take more, at most `ANSWERS_BASE + 4 × maxStreams` answers
+ * (Pongs, Resets, WindowUpdates, Closes) are queued for it before the muxer stops handling the
+ * peer's frames and reading: a peer that never reads cannot make it queue answers without end
+ * (PROTOCOL.md §9). Answers leave in batches of at most {@link ANSWER_BATCH} frames while a
+ * chunk of the peer's frames is handled, so the check sees them.
  */
-const ANSWER_LIMIT = 64 * 1024
+const ANSWERS_BASE = 1024
+const ANSWER_BATCH = 256
+/** Encoded frames smaller than this are copied together into one buffer per write. */
+const COALESCE_BELOW = 4096
 
 /** The reset code an error carries: its `code`, if that is an unsigned integer, else 0. */
 export function resetCodeOf (err: unknown): Uint {
@@ -121,10 +126,108 @@ export class HalfcloseStream extends AbstractStream {
   }
 
   /**
+   * Reads the stream, pulling: data leaves the muxer (and its credit goes back to the peer)
+   * only when the loop asks for more, so that a loop that stalls holds the peer at the
+   * stream's window. js-libp2p's own iterator takes every `message` event into a queue without
+   * limit, and credit would go back for all of it. With other `message` listeners present, it
+   * reads as js-libp2p's does (every listener sees every message).
+   */
+  override async * [Symbol.asyncIterator] (): AsyncGenerator<Uint8Array | Uint8ArrayList, void, unknown> {
+    if (this.listenerCount('message') > 0) {
+      yield * super[Symbol.asyncIterator]()
+      return
+    }
+    if (this.readStatus !== 'readable' && this.readStatus !== 'paused') return
+    let closeError: Error | undefined
+    let closed = false
+    const wake = (): void => {
+      const waiter = this.pullWaiter
+      this.pullWaiter = undefined
+      waiter?.()
+    }
+    const onClose = (evt: Event & { error?: Error }): void => {
+      closed = true
+      closeError = evt.error
+      wake()
+    }
+    this.addEventListener('close', onClose)
+    this.addEventListener('remoteCloseWrite', wake)
+    try {
+      for (;;) {
+        if (this.readStatus === 'readable' || closed || this.remoteWriteStatus === 'closed') {
+          // What js-libp2p's read buffer holds first (moved there at the peer's Close), then
+          // the core's.
+          const data = this.takeHandoff() ?? this.takeReadBuffer() ?? this.muxer.core.readOne(this.ref)
+          if (data !== undefined) {
+            this.muxer.flush()
+            yield data
+            continue
+          }
+        }
+        if (closeError !== undefined) throw closeError
+        // (The status changes across the awaits.)
+        const readStatus = this.readStatus as string
+        if (closed || this.remoteWriteStatus === 'closed' || readStatus === 'closed' || readStatus === 'closing') {
+          if (this.readStatus === 'readable' && this.remoteWriteStatus === 'closed') {
+            this.readStatus = 'closed'
+            this.maybeDispatchEnd()
+          }
+          return
+        }
+        await new Promise<void>(resolve => { this.pullWaiter = resolve })
+      }
+    } finally {
+      this.removeEventListener('close', onClose)
+      this.removeEventListener('remoteCloseWrite', wake)
+      this.pullWaiter = undefined
+    }
+  }
+
+  /** The iterator waiting for data or the end. */
+  private pullWaiter: (() => void) | undefined
+  /** A message handed straight to the waiting iterator, not copied. */
+  private handoff: Uint8Array | Uint8ArrayList | undefined
+
+  /**
+   * Offers a message as it arrived to an iterator waiting for one; true if it took it (the
+   * core then holds nothing for it).
+   */
+  offerToIterator (data: Uint8Array | Uint8ArrayList): boolean {
+    if (this.pullWaiter === undefined || this.handoff !== undefined || this.readStatus !== 'readable') return false
+    this.handoff = data
+    const waiter = this.pullWaiter
+    this.pullWaiter = undefined
+    waiter()
+    return true
+  }
+
+  private takeHandoff (): Uint8Array | Uint8ArrayList | undefined {
+    const data = this.handoff
+    this.handoff = undefined
+    return data
+  }
+
+  /** The first array js-libp2p's read buffer holds (one message, as it came). */
+  private takeReadBuffer (): Uint8Array | undefined {
+    for (const first of this.readBuffer) {
+      this.readBuffer.consume(first.byteLength)
+      return first
+    }
+    return undefined
+  }
+
+  /**
    * Hands what the core holds to the application when it takes data now (a `message`
    * listener, not paused): memory is released and credit goes back only for delivered data.
+   * A pulling iterator is woken instead.
    */
   deliver (): void {
+    if (this.pullWaiter !== undefined) {
+      const waiter = this.pullWaiter
+      this.pullWaiter = undefined
+      waiter()
+      return
+    }
     if (this.readStatus !== 'readable' || this.listenerCount('message') === 0) return
     const data = this.muxer.core.read(this.ref)
     if (data === undefined) return
@@ -172,7 +275,8 @@ export class HalfcloseStreamMuxer extends AbstractStreamMuxer<HalfcloseStream> {
   private readonly openers: Array<() => void> = []
   /** The connection needs to drain, and the bytes sent since it said so. */
   private saturated = false
-  private sentWhileSaturated = 0
+  private answersWhileSaturated = 0
+  private readonly answerLimit: number
   private readingPaused = false
 
   constructor (maConn: MessageStream, init: MplexHalfcloseInit = {}) {
@@ -184,20 +288,28 @@ export class HalfcloseStreamMuxer extends AbstractStreamMuxer<HalfcloseStream> {
       ...init,
       maxStreamWindow: Math.min(init.maxStreamWindow ?? 16 * 1024 * 1024, maxReadBuffer)
     })
+    this.answerLimit = ANSWERS_BASE + 4 * (init.maxStreams ?? 128)
     // Data goes straight to a stream whose application takes it now (a `message` listener, not
     // paused): no copy, nothing held.
     this.core.setReader((ref, data) => {
       const stream = (ref.local ? this.local : this.remote).get(ref.num)
-      if (stream === undefined || stream.readStatus !== 'readable' || stream.listenerCount('message') === 0) return false
+      if (stream === undefined || stream.readStatus !== 'readable') return false
+      if (stream.listenerCount('message') === 0) return stream.offerToIterator(data)
       stream.onData(data)
       return true
     })
     maConn.addEventListener('drain', () => {
       this.saturated = false
-      this.sentWhileSaturated = 0
+      this.answersWhileSaturated = 0
       if (this.readingPaused) {
         this.readingPaused = false
         maConn.resume()
+        try {
+          this.processFrames()
+        } catch (err) {
+          this.abort(err as Error)
+          maConn.abort(err as Error)
+        }
       }
     })
     maConn.addEventListener('close', () => {
@@ -205,11 +317,34 @@ export class HalfcloseStreamMuxer extends AbstractStreamMuxer<HalfcloseStream> {
     })
   }
 
+  /**
+   * The connection ended: a frame cut short by it is `TruncatedFrame`, which every stream ends
+   * with (a reader must not take a cut-off stream for a clean end).
+   */
+  override onTransportClosed (err?: Error): void {
+    if (err === undefined) {
+      try {
+        this.decoder.end()
+      } catch (e) {
+        err = e as Error
+      }
+    }
+    super.onTransportClosed(err)
+  }
+
   onData (data: Uint8Array | Uint8ArrayList): void {
     this.decoder.push(data)
-    for (let frame = this.decoder.next(); frame !== undefined; frame = this.decoder.next()) {
+    this.processFrames()
+  }
+
+  /** Handles the peer's frames, until they run out or reading stops (see `ANSWERS_BASE`). */
+  private processFrames (): void {
+    while (!this.readingPaused) {
+      const frame = this.decoder.next()
+      if (frame === undefined) break
       this.core.handleFrame(frame)
       this.dispatch(this.core.takeEvents())
+      if (this.core.queuedFrames >= ANSWER_BATCH) this.flushNow()
     }
     this.flush()
   }
@@ -255,11 +390,40 @@ export class HalfcloseStreamMuxer extends AbstractStreamMuxer<HalfcloseStream> {
   private flushNow (): boolean {
     const frames = this.core.takeFrames()
     if (frames.length === 0) return !this.saturated
+    // Small frames are copied together, so that what waits for the connection costs its bytes,
+    // not an array per frame; bodies leave as they are.
     const out = new Uint8ArrayList()
-    for (const frame of frames) out.append(...encodeFrame(frame, 'extension'))
+    let small: Uint8Array[] = []
+    let smallBytes = 0
+    const gather = (): void => {
+      if (small.length === 0) return
+      const joined = new Uint8Array(smallBytes)
+      let at = 0
+      for (const part of small) {
+        joined.set(part, at)
+        at += part.byteLength
+      }
+      out.append(joined)
+      small = []
+      smallBytes = 0
+    }
+    let answers = 0
+    for (const frame of frames) {
+      if (frame.type !== 'message') answers++
+      for (const part of encodeFrame(frame, 'extension')) {
+        if (part.byteLength < COALESCE_BELOW) {
+          small.push(part)
+          smallBytes += part.byteLength
+        } else {
+          gather()
+          out.append(part)
+        }
+      }
+    }
+    gather()
     if (this.saturated) {
-      this.sentWhileSaturated += out.byteLength
-      if (this.sentWhileSaturated > ANSWER_LIMIT && !this.readingPaused && this.status === 'open') {
+      this.answersWhileSaturated += answers
+      if (this.answersWhileSaturated > this.answerLimit && !this.readingPaused && this.status === 'open') {
         this.readingPaused = true
         this.maConn.pause()
       }

@@ -17,7 +17,7 @@ const ECHO = '/echo/1.0.0'
 const WRITE = '/write/1.0.0'
 /** The server reads 1000 bytes, then closes reading with code 9. */
 const STOP = '/stop/1.0.0'
-/** The server waits for a reset, or resets with code 78 after reading a line. */
+/** The server reads a line, then waits for a reset (after answering one byte), or resets with code 78. */
 const RESET = '/reset/1.0.0'
 const LIMITS = { maxInboundStreams: 256, maxOutboundStreams: 256 }
 const CHUNK = 64 * 1024
@@ -107,6 +107,8 @@ async function node (): Promise<Libp2p> {
       stream.abort(Object.assign(new Error('reset by the server'), { code: 78 }))
       return
     }
+    // The line is read: the client may reset now (a reset drops unread data, the line too).
+    stream.send(new Uint8Array([1]))
     const error = await closed
     seen.get(name)?.({ error: error?.name, code: (stream as HalfcloseStream).resetCode })
   }, LIMITS)
@@ -192,6 +194,7 @@ for (const opener of ['dialer', 'listener'] as const) {
       const server = report(name)
       const ours = await connection.newStream(RESET, LIMITS)
       await send(ours, Buffer.from(`${name} wait\n`))
+      await readAll(ours, 1)
       ours.abort(Object.assign(new Error('reset by the client'), { code: 77 }))
       assert.deepEqual(await server, { error: 'StreamResetError', code: 77 })
 
