@@ -39,10 +39,16 @@ const ANSWER_BATCH = 256
 /** Encoded frames smaller than this are copied together into one buffer per write. */
 const COALESCE_BELOW = 4096
 
-/** The reset code an error carries: its `code`, if that is an unsigned integer, else 0. */
+/**
+ * The reset code an error carries: its `code`, if that is an unsigned integer below 2^64 (a
+ * number or a bigint), else 0.
+ */
 export function resetCodeOf (err: unknown): Uint {
   const code = (err as { code?: unknown } | undefined)?.code
-  if (typeof code === 'number' && Number.isSafeInteger(code) && code >= 0) return code
+  if (typeof code === 'number' && Number.isInteger(code) && code >= 0 && code < 2 ** 64) {
+    // Integers above 2^53 - 1 that a number holds exactly go as bigints.
+    return Number.isSafeInteger(code) ? code : BigInt(code)
+  }
   if (typeof code === 'bigint' && code >= 0n && code < 1n << 64n) return code <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(code) : code
   return 0
 }
