@@ -1,6 +1,6 @@
 //! The TypeScript package in `js/` (the extension for js-libp2p): its own tests and js-libp2p's
-//! stream-muxer compliance suite, and a check that the muxer type-checks without Node's types,
-//! run with Node.js 22 (see `test_support::node`), so that the
+//! stream-muxer compliance suite, a check that the muxer type-checks without Node's types, and
+//! the package bundled for the browser and run in headless Chromium, with Node.js 22 (see `test_support::node`), so that the
 //! README's test command covers it.
 
 use std::{path::PathBuf, process::Command};
@@ -45,6 +45,20 @@ fn the_typescript_package_builds_and_passes_its_tests_and_the_compliance_suite()
         &dir,
         "the package's tests",
         &["--expose-gc", "--test", "dist/test/**/*.test.js"],
+    );
+    // In a real browser: headless Chromium (`CHROMIUM`, default /usr/bin/chromium, which
+    // `.ci/run` installs from Debian's packages).
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "\n\n*** The browser test needs Chromium at {chromium} (set CHROMIUM, or run .ci/run, \
+         which installs Debian's chromium). ***\n"
+    );
+    run(
+        &node,
+        &dir,
+        "the browser test (headless Chromium)",
+        &["dist/test/browser/run.js"],
     );
     run(
         &node,
