@@ -489,15 +489,15 @@ async fn exercise(muxer: Muxer<Socket>, mut js: JsPeer, js_direction: &str, peer
     match peer {
         Peer::PlainMplex => {
             eprintln!("interop ({js_direction}): close-read");
-            close_read_case(&opener, &mut js).await;
+            close_read_case(&opener, &mut js, peer).await;
             eprintln!("interop ({js_direction}): drop rules");
-            drop_rule_cases(&opener, &mut js).await;
+            drop_rule_cases(&opener, &mut js, peer).await;
         }
         Peer::TypeScriptExtension => {
             eprintln!("interop ({js_direction}): close-read on the wire");
-            extension_close_read_case(&opener, &mut js).await;
+            close_read_case(&opener, &mut js, peer).await;
             eprintln!("interop ({js_direction}): drop rules (extension)");
-            extension_drop_rule_cases(&opener, &mut js).await;
+            drop_rule_cases(&opener, &mut js, peer).await;
             eprintln!("interop ({js_direction}): a stalled stream beside a busy one");
             stalled_beside_busy(&opener, &mut js).await;
         }
@@ -616,45 +616,15 @@ async fn reset_cases(opener: &Opener<Stream>, js: &mut JsPeer, peer: Peer) {
     assert_eq!(js.report("js-resets-our-stream").await["resetSent"], "true");
 }
 
-/// Plain mplex cannot carry close-read: it acts here only. Our reads end at once, what the peer
-/// still writes is dropped, and both its writing and our writing go on undisturbed.
-async fn close_read_case(opener: &Opener<Stream>, js: &mut JsPeer) {
-    let sent_by_js = 4 * 1024 * 1024;
-    let mut stream = open(opener, OBSERVE).await;
-    stream
-        .write_all(format!("rust-closes-read {sent_by_js}\n").as_bytes())
-        .await
-        .unwrap();
-    let mut first = vec![0; 1000];
-    stream.read_exact(&mut first).await.unwrap();
-    assert_eq!(first, pattern(1000, JS_SEED));
-    stream.close_read().await.unwrap();
-    assert_eq!(
-        stream.read(&mut [0; 64]).await.unwrap(),
-        0,
-        "EOF after close_read"
-    );
-    stream.write_all(&pattern(65536, SENT_SEED)).await.unwrap();
-    stream.close_write().await.unwrap();
-
-    let seen = js.report("rust-closes-read").await;
-    assert_eq!(
-        (&*seen["received"], &*seen["intact"], &*seen["readEnd"]),
-        ("65536", "true", "eof"),
-        "{seen:?}"
-    );
-    let sent = sent_by_js.to_string();
-    assert_eq!(
-        (&*seen["sent"], &*seen["writeEnd"]),
-        (&*sent, "closed"),
-        "{seen:?}"
-    );
-}
-
-/// The extension carries close-read: the js writer stops with `StreamStoppedError` and our code,
-/// and the other direction goes on.
-async fn extension_close_read_case(opener: &Opener<Stream>, js: &mut JsPeer) {
-    let sent_by_js = 64 * 1024 * 1024;
+/// Our close-read while the js peer writes. Plain mplex cannot carry it: it acts here only, our
+/// reads end at once, what the peer still writes is dropped, and its writing goes on to the
+/// end. The extension carries it: the js writer stops early with `StreamStoppedError` and our
+/// code. Either way our writing goes on undisturbed.
+async fn close_read_case(opener: &Opener<Stream>, js: &mut JsPeer, peer: Peer) {
+    let sent_by_js: u64 = match peer {
+        Peer::PlainMplex => 4 * 1024 * 1024,
+        Peer::TypeScriptExtension => 64 * 1024 * 1024,
+    };
     let mut stream = open(opener, OBSERVE).await;
     stream
         .write_all(format!("rust-closes-read {sent_by_js}\n").as_bytes())
@@ -678,82 +648,23 @@ async fn extension_close_read_case(opener: &Opener<Stream>, js: &mut JsPeer) {
         ("65536", "true", "eof"),
         "{seen:?}"
     );
-    assert_eq!(
-        (
-            &*seen["writeEnd"],
-            seen.get("writeCode").map(String::as_str)
-        ),
-        ("StreamStoppedError", Some("42")),
-        "{seen:?}"
-    );
     let sent: u64 = seen["sent"].parse().unwrap();
-    assert!(sent < sent_by_js, "the js writer stopped early: {seen:?}");
-}
-
-/// Our drop rules in extension mode, as the js peer's reader and writer see them: Reset with
-/// both directions open, Close with only writing open, CloseRead with only reading open.
-async fn extension_drop_rule_cases(opener: &Opener<Stream>, js: &mut JsPeer) {
-    let mut stream = open(opener, OBSERVE).await;
-    stream.write_all(b"ext-drops-open -1\n").await.unwrap();
-    stream.read_exact(&mut [0; 1024]).await.unwrap(); // the js peer is writing
-    drop(stream);
-    let seen = js.report("ext-drops-open").await;
-    assert_eq!(
-        (&*seen["readEnd"], &*seen["writeEnd"]),
-        ("StreamResetError", "StreamResetError"),
-        "{seen:?}"
+    let write_end = (
+        &*seen["writeEnd"],
+        seen.get("writeCode").map(String::as_str),
     );
-
-    let mut stream = open(opener, OBSERVE).await;
-    stream
-        .write_all(b"ext-drops-after-eof 1000\n")
-        .await
-        .unwrap();
-    let mut from_js = Vec::new();
-    stream.read_to_end(&mut from_js).await.unwrap();
-    assert_eq!(from_js, pattern(1000, JS_SEED));
-    stream.write_all(&pattern(65536, SENT_SEED)).await.unwrap();
-    drop(stream);
-    let seen = js.report("ext-drops-after-eof").await;
-    assert_eq!(
-        (
-            &*seen["received"],
-            &*seen["intact"],
-            &*seen["readEnd"],
-            &*seen["writeEnd"]
-        ),
-        ("65536", "true", "eof", "closed"),
-        "{seen:?}"
-    );
-
-    // Writing closed and reading open, or reading closed too: the js writer is stopped, not
-    // reset, and it read our Close as the end.
-    for (case, close_read) in [
-        ("ext-drops-half-closed", false),
-        ("ext-drops-after-close-read", true),
-    ] {
-        let mut stream = open(opener, OBSERVE).await;
-        stream
-            .write_all(format!("{case} -1\n").as_bytes())
-            .await
-            .unwrap();
-        stream.close_write().await.unwrap();
-        stream.read_exact(&mut [0; 1024]).await.unwrap(); // the js peer is writing
-        if close_read {
-            stream.close_read().await.unwrap();
+    match peer {
+        Peer::PlainMplex => {
+            assert_eq!(
+                (sent, write_end),
+                (sent_by_js, ("closed", None)),
+                "{seen:?}"
+            )
         }
-        drop(stream);
-        let seen = js.report(case).await;
-        assert_eq!(
-            (&*seen["received"], &*seen["readEnd"], &*seen["writeEnd"]),
-            ("0", "eof", "StreamStoppedError"),
-            "{case}: {seen:?}"
-        );
-        assert_eq!(
-            seen.get("writeCode").map(String::as_str),
-            Some("0"),
-            "{case}: {seen:?}"
-        );
+        Peer::TypeScriptExtension => {
+            assert_eq!(write_end, ("StreamStoppedError", Some("42")), "{seen:?}");
+            assert!(sent < sent_by_js, "the js writer stopped early: {seen:?}");
+        }
     }
 }
 
@@ -784,8 +695,10 @@ async fn stalled_beside_busy(opener: &Opener<Stream>, js: &mut JsPeer) {
     );
 }
 
-/// Our drop rules in plain-mplex mode, as the js peer's reader and writer see them.
-async fn drop_rule_cases(opener: &Opener<Stream>, js: &mut JsPeer) {
+/// Our drop rules, as the js peer's reader and writer see them: Reset with both directions
+/// open, Close with only writing open; with only reading open, Reset in plain-mplex mode (which
+/// cannot say close-read) and CloseRead with the extension.
+async fn drop_rule_cases(opener: &Opener<Stream>, js: &mut JsPeer, peer: Peer) {
     // Both directions open: Reset.
     let mut stream = open(opener, OBSERVE).await;
     stream.write_all(b"rust-drops-open -1\n").await.unwrap();
@@ -817,8 +730,13 @@ async fn drop_rule_cases(opener: &Opener<Stream>, js: &mut JsPeer) {
     );
     assert_eq!(seen["writeEnd"], "closed", "{seen:?}");
 
-    // Writing closed, reading open (here: closed only locally, which plain mplex cannot say):
-    // Reset, which is what stops the js writer.
+    // Writing closed, reading open (or closed: only locally in plain mplex, which cannot say
+    // it): what stops the js writer is a Reset in plain mplex, the CloseRead (code 0) with the
+    // extension.
+    let (stopped_by, code) = match peer {
+        Peer::PlainMplex => ("StreamResetError", None),
+        Peer::TypeScriptExtension => ("StreamStoppedError", Some("0")),
+    };
     for (case, close_read) in [
         ("rust-drops-half-closed", false),
         ("rust-drops-after-close-read", true),
@@ -837,7 +755,12 @@ async fn drop_rule_cases(opener: &Opener<Stream>, js: &mut JsPeer) {
         let seen = js.report(case).await;
         assert_eq!(
             (&*seen["received"], &*seen["readEnd"], &*seen["writeEnd"]),
-            ("0", "eof", "StreamResetError"),
+            ("0", "eof", stopped_by),
+            "{case}: {seen:?}"
+        );
+        assert_eq!(
+            seen.get("writeCode").map(String::as_str),
+            code,
             "{case}: {seen:?}"
         );
     }

@@ -321,7 +321,9 @@ const muxerNames = option('--muxers', 'mplex').split(',')
 if (muxerNames.includes('halfclose')) {
   // This repository's package, built (`tsc` in js/); imported only when asked for.
   const { mplexHalfclose } = await import('../../../js/dist/src/index.js')
-  muxerFactories.halfclose = () => mplexHalfclose({ streamOptions: { maxReadBufferLength: READ_BUFFER } })
+  // Both sides run 100 concurrent echoes at once, and the limit counts the streams of both
+  // sides: 512, as the Rust side of tests/interop_js.rs (the default 128 refuses some).
+  muxerFactories.halfclose = () => mplexHalfclose({ streamOptions: { maxReadBufferLength: READ_BUFFER }, maxStreams: 512 })
 }
 const muxers = muxerNames.map((name) => muxerFactories[name]())
 const which = option('--cases', 'all')
