@@ -123,6 +123,10 @@ export class HalfcloseStream extends AbstractStream {
     options?.signal?.throwIfAborted()
     this.muxer.core.closeRead(this.ref, options?.code === undefined ? 0 : resetCodeOf({ code: options.code }))
     this.muxer.flush()
+    // A loop reading the stream ends now (its status is no longer readable).
+    const waiter = this.pullWaiter
+    this.pullWaiter = undefined
+    waiter?.()
   }
 
   override addEventListener<K extends keyof MessageStreamEvents>(type: K, listener: EventHandler<MessageStreamEvents[K]> | null, options?: boolean | AddEventListenerOptions): void {

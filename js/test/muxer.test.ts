@@ -59,6 +59,22 @@ describe('close-read and reset codes between two muxers', () => {
     assert.equal(new TextDecoder().decode(received[0]), 'before')
   })
 
+  it('a `for await` loop waiting on a stream ends when the stream closes reading', async () => {
+    const { dialer, incoming } = muxers()
+    const stream = await dialer.createStream()
+    await until(() => incoming.length === 1, 'the stream arrives')
+    let ended = false
+    const reading = (async () => {
+      for await (const chunk of stream) void chunk
+      ended = true
+    })()
+    await new Promise(resolve => setImmediate(resolve))
+    await stream.closeRead({ code: 3 })
+    await until(() => ended, 'the loop ends')
+    await reading
+    await until(() => incoming[0].stoppedCode === 3, 'the peer learns')
+  })
+
   it('a stream that only writes still reads the peer after close-read elsewhere: the other direction is unaffected', async () => {
     const { dialer, incoming } = muxers()
     const stream = await dialer.createStream()
