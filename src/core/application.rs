@@ -251,10 +251,12 @@ impl Connection {
     /// [`StreamError::Reset`] on a reset stream; [`StreamError::Connection`] once the connection
     /// has ended, for a stream not yet closed for writing.
     pub fn close_write(&mut self, id: StreamId) -> Result<(), StreamError> {
+        // Repeated: also once the connection ended, or the peer reset the stream after our
+        // Close was flushed (the close did its work; `poll_flushed` says the same).
         if self
             .streams
             .get(&id)
-            .is_some_and(|entry| entry.send == SendState::Closed)
+            .is_some_and(|entry| entry.send == SendState::Closed || entry.closed_before_reset)
         {
             return Ok(());
         }

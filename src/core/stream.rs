@@ -99,6 +99,9 @@ pub(crate) struct StreamEntry {
     /// The application dropped its handle; the stream stays (and keeps its slot under the
     /// stream limit) only until its last frames are handed to the socket.
     pub(crate) dropped: bool,
+    /// Our Close had been flushed when the stream was reset: the close-write that sent it
+    /// succeeded, whenever its task looks again.
+    pub(crate) closed_before_reset: bool,
 }
 
 impl StreamEntry {
@@ -118,6 +121,7 @@ impl StreamEntry {
             peer_stopped: false,
             announced,
             dropped: false,
+            closed_before_reset: false,
         }
     }
 }

@@ -513,6 +513,47 @@ fn a_repeated_close_after_the_connection_ended_reports_whether_the_close_was_flu
     }
 }
 
+/// A close-write whose Close was flushed succeeds even when the peer resets the stream before
+/// the closing task looks again (the peer read everything, then gave up); one whose Close had
+/// not left fails as reset.
+#[test]
+fn a_close_write_flushed_before_the_peers_reset_succeeds() {
+    for mode in [Mode::Extension, Mode::PlainMplex] {
+        let mut p = Pair::new(mode);
+        let (flushed, flushed_b) = p.open();
+        let (queued, queued_b) = p.open();
+        p.a.close_write(flushed).unwrap();
+        p.deliver();
+        p.b.reset(flushed_b, 3).unwrap();
+        p.a.close_write(queued).unwrap();
+        // The peer resets the second stream before a's Close for it was sent.
+        p.b.reset(queued_b, 4).unwrap();
+        // Only b's frames move: a's second Close stays queued, never sent.
+        carry(&mut p.b, &mut p.a, mode);
+        // The closing task calls again when it is woken, then asks whether its Close left.
+        assert!(p.a.close_write(flushed).is_ok(), "{mode:?}");
+        assert!(
+            matches!(
+                p.a.close_write(queued),
+                Err(StreamError::Reset { by_peer: true, .. })
+            ),
+            "{mode:?}"
+        );
+        assert!(
+            matches!(
+                p.a.poll_flushed(flushed, FlushWait::CloseWrite),
+                Some(Ok(()))
+            ),
+            "{mode:?}: its Close left before the reset"
+        );
+        let outcome = p.a.poll_flushed(queued, FlushWait::CloseWrite);
+        assert!(
+            matches!(outcome, Some(Err(StreamError::Reset { by_peer: true, .. }))),
+            "{mode:?}: its Close never left: {outcome:?}"
+        );
+    }
+}
+
 /// The same for close-read, and a first close of either direction after the end still fails.
 #[test]
 fn a_repeated_close_read_after_the_connection_ended_succeeds_and_a_first_one_fails() {
