@@ -76,6 +76,11 @@ impl<S: Send + 'static> Driven<S> {
         self.inbound_rx.next().await.expect("driver alive")
     }
 
+    /// The next inbound stream, or `None` once the connection has ended.
+    pub async fn try_accept(&mut self) -> Option<S> {
+        self.inbound_rx.next().await
+    }
+
     /// The error the connection ended with.
     pub async fn ended(&mut self) -> String {
         self.ended

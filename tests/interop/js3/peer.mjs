@@ -323,7 +323,22 @@ if (muxerNames.includes('halfclose')) {
   const { mplexHalfclose } = await import('../../../js/dist/src/index.js')
   // Both sides run 100 concurrent echoes at once, and the limit counts the streams of both
   // sides: 512, as the Rust side of tests/interop_js.rs (the default 128 refuses some).
-  muxerFactories.halfclose = () => mplexHalfclose({ streamOptions: { maxReadBufferLength: READ_BUFFER }, maxStreams: 512 })
+  const factory = mplexHalfclose({ streamOptions: { maxReadBufferLength: READ_BUFFER }, maxStreams: 512 })
+  // Says on stderr why a connection ended early (what the Rust side then waits for in vain).
+  muxerFactories.halfclose = () => (components) => {
+    const muxers = factory(components)
+    const create = muxers.createStreamMuxer.bind(muxers)
+    muxers.createStreamMuxer = (maConn) => {
+      const muxer = create(maConn)
+      const abort = muxer.abort.bind(muxer)
+      muxer.abort = (err) => {
+        process.stderr.write(`js peer: muxer aborted: ${err?.name} ${err?.message}\n`)
+        abort(err)
+      }
+      return muxer
+    }
+    return muxers
+  }
 }
 const muxers = muxerNames.map((name) => muxerFactories[name]())
 const which = option('--cases', 'all')
