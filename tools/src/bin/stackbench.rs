@@ -6,6 +6,7 @@
 //! cargo run --release -p tools --bin stackbench                   # every workload, both placements
 //! cargo run --release -p tools --bin stackbench -- --rounds 3 --mib 64 --placement block-on
 //! cargo run --release -p tools --bin stackbench -- --only "request-response" --muxers "ours,yamux"
+//! cargo run --release -p tools --bin stackbench -- --serve-js   # the Rust side of js/bench
 //! ```
 //!
 //! Workloads (64 B requests and answers):
