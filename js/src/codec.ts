@@ -19,8 +19,6 @@ export type Uint = number | bigint
 export const MAX_FRAME_BODY = 1024 * 1024
 /** The largest credit a stream may hold (PROTOCOL.md §6). */
 export const MAX_CREDIT = 2 ** 32 - 1
-/** The largest stream number (61 bits). */
-export const MAX_STREAM_NUM = (1n << 61n) - 1n
 
 /** The frame flags of PROTOCOL.md §2. */
 export const Flag = {
@@ -193,25 +191,30 @@ function extensionOf (frame: Frame): { num: Uint, side: number, op: number, valu
   }
 }
 
-/**
- * Encodes `frame` for a connection in `mode`: the head (and, for small bodies, the body) in one
- * buffer, and a large body as its own part, never copied. A Reset in plain mode has an empty
- * body; a Reset with code 0 has one in both modes. Extension frames cannot be sent in plain
- * mode.
- */
-export function encodeFrame (frame: Frame, mode: Mode): Uint8Array[] {
+/** Bodies up to this size are copied behind their head, larger ones are sent as they are. */
+const COPY_LIMIT = 8 * 1024
+
+/** How one frame is laid out: what is written in line (head, small body), and a large body. */
+interface Layout {
+  header: Uint
+  bodyLength: number
+  /** Written in line after the head: a small body, or an extension frame's fields. */
+  inline: Uint8Array | Uint8ArrayList | { opAndSide: number, value?: Uint } | undefined
+  /** A body over {@link COPY_LIMIT}, sent as it is after the head. */
+  large: Uint8Array | Uint8ArrayList | undefined
+  /** Bytes written in line. */
+  size: number
+}
+
+function layout (frame: Frame, mode: Mode): Layout {
   const ext = extensionOf(frame)
   if (ext !== undefined) {
     if (mode === 'plain') throw new Error(`${frame.type} does not exist in plain mplex`)
     const opAndSide = ext.op * 2 + ext.side
     const bodyLength = varintLength(opAndSide) + (ext.value === undefined ? 0 : varintLength(ext.value))
     const header = joinHeader(ext.num, Flag.Extension)
-    const buf = new Uint8Array(varintLength(header) + varintLength(bodyLength) + bodyLength)
-    let at = writeVarint(header, buf, 0)
-    at = writeVarint(bodyLength, buf, at)
-    at = writeVarint(opAndSide, buf, at)
-    if (ext.value !== undefined) writeVarint(ext.value, buf, at)
-    return [buf]
+    const inline = { opAndSide, value: ext.value }
+    return { header, bodyLength, inline, large: undefined, size: varintLength(header) + varintLength(bodyLength) + bodyLength }
   }
   const header = joinHeader((frame as { num: Uint }).num, flagOf(frame))
   let body: Uint8Array | Uint8ArrayList | undefined
@@ -221,20 +224,65 @@ export function encodeFrame (frame: Frame, mode: Mode): Uint8Array[] {
   const bodyLength = body?.byteLength ?? 0
   if (bodyLength > MAX_FRAME_BODY) throw new RangeError(`frame body of ${bodyLength} bytes exceeds 1 MiB`)
   const headLength = varintLength(header) + varintLength(bodyLength)
-  if (body === undefined || bodyLength > COPY_LIMIT) {
-    const head = new Uint8Array(headLength)
-    writeVarint(bodyLength, head, writeVarint(header, head, 0))
-    if (body === undefined || bodyLength === 0) return [head]
-    return body instanceof Uint8Array ? [head, body] : [head, ...body]
-  }
-  const buf = new Uint8Array(headLength + bodyLength)
-  const at = writeVarint(bodyLength, buf, writeVarint(header, buf, 0))
-  buf.set(body instanceof Uint8Array ? body : body.subarray(), at)
-  return [buf]
+  if (bodyLength > COPY_LIMIT) return { header, bodyLength, inline: undefined, large: body, size: headLength }
+  return { header, bodyLength, inline: body, large: undefined, size: headLength + bodyLength }
 }
 
-/** Bodies up to this size are copied behind their head, larger ones are sent as they are. */
-const COPY_LIMIT = 8 * 1024
+/** Writes the in-line part of `frame` at `at`; returns the offset after it. */
+function writeInline (frame: Layout, buf: Uint8Array, at: number): number {
+  at = writeVarint(frame.bodyLength, buf, writeVarint(frame.header, buf, at))
+  const inline = frame.inline
+  if (inline === undefined) return at
+  if (inline instanceof Uint8Array) {
+    buf.set(inline, at)
+    return at + inline.byteLength
+  }
+  if (inline instanceof Uint8ArrayList) {
+    for (const part of inline) {
+      buf.set(part, at)
+      at += part.byteLength
+    }
+    return at
+  }
+  at = writeVarint(inline.opAndSide, buf, at)
+  return inline.value === undefined ? at : writeVarint(inline.value, buf, at)
+}
+
+/**
+ * Encodes `frames`, in order, for one write on a connection in `mode`: heads and small bodies
+ * written together into one buffer per run (so that many small frames cost their bytes, not an
+ * array each), and each large body handed on as it is, never copied. A Reset in plain mode has
+ * an empty body; a Reset with code 0 has one in both modes. Extension frames cannot be sent in
+ * plain mode.
+ */
+export function encodeFrames (frames: Frame[], mode: Mode): Uint8Array[] {
+  const layouts = frames.map(frame => layout(frame, mode))
+  const out: Uint8Array[] = []
+  let start = 0
+  while (start < layouts.length) {
+    // A run ends with the first frame whose body goes as it is (its head is in the run).
+    let end = start
+    let size = 0
+    do {
+      size += layouts[end].size
+      end++
+    } while (end < layouts.length && layouts[end - 1].large === undefined)
+    const buf = new Uint8Array(size)
+    let at = 0
+    for (let i = start; i < end; i++) at = writeInline(layouts[i], buf, at)
+    out.push(buf)
+    const large = layouts[end - 1].large
+    if (large instanceof Uint8Array) out.push(large)
+    else if (large !== undefined) out.push(...large)
+    start = end
+  }
+  return out
+}
+
+/** {@link encodeFrames} for one frame: the head (and a small body) in one buffer, then a large body. */
+export function encodeFrame (frame: Frame, mode: Mode): Uint8Array[] {
+  return encodeFrames([frame], mode)
+}
 
 /** A frame whose body is still arriving: as views of its pieces, or copied into `buf`. */
 interface PendingBody {

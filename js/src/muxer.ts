@@ -11,7 +11,7 @@ import { AbstractStream, AbstractStreamMuxer } from '@libp2p/utils'
 import type { AbstractStreamInit, SendResult } from '@libp2p/utils'
 import type { AbortOptions, CreateStreamOptions, EventHandler, MessageStream, MessageStreamEvents, StreamMuxerOptions } from '@libp2p/interface'
 import { Uint8ArrayList } from 'uint8arraylist'
-import { encodeFrame, FrameDecoder, type Uint } from './codec.js'
+import { encodeFrames, FrameDecoder, type Uint } from './codec.js'
 import { Connection, type CoreConfig, type CoreEvent, type StreamRef } from './core.js'
 import { StreamStoppedError } from './errors.js'
 
@@ -36,8 +36,6 @@ export interface CloseReadOptions extends AbortOptions {
  */
 const ANSWERS_BASE = 1024
 const ANSWER_BATCH = 256
-/** Encoded frames smaller than this are copied together into one buffer per write. */
-const COALESCE_BELOW = 4096
 
 /**
  * The reset code an error carries: its `code`, if that is an unsigned integer below 2^64 (a
@@ -124,9 +122,7 @@ export class HalfcloseStream extends AbstractStream {
     this.muxer.core.closeRead(this.ref, options?.code === undefined ? 0 : resetCodeOf({ code: options.code }))
     this.muxer.flush()
     // A loop reading the stream ends now (its status is no longer readable).
-    const waiter = this.pullWaiter
-    this.pullWaiter = undefined
-    waiter?.()
+    this.wakeIterator()
   }
 
   override addEventListener<K extends keyof MessageStreamEvents>(type: K, listener: EventHandler<MessageStreamEvents[K]> | null, options?: boolean | AddEventListenerOptions): void {
@@ -150,11 +146,7 @@ export class HalfcloseStream extends AbstractStream {
     if (this.readStatus !== 'readable' && this.readStatus !== 'paused') return
     let closeError: Error | undefined
     let closed = false
-    const wake = (): void => {
-      const waiter = this.pullWaiter
-      this.pullWaiter = undefined
-      waiter?.()
-    }
+    const wake = (): void => { this.wakeIterator() }
     const onClose = (evt: Event & { error?: Error }): void => {
       closed = true
       closeError = evt.error
@@ -195,6 +187,14 @@ export class HalfcloseStream extends AbstractStream {
 
   /** The iterator waiting for data or the end. */
   private pullWaiter: (() => void) | undefined
+
+  /** Wakes the iterator waiting for data or the end; false if none waits. */
+  private wakeIterator (): boolean {
+    const waiter = this.pullWaiter
+    this.pullWaiter = undefined
+    waiter?.()
+    return waiter !== undefined
+  }
   /** A message handed straight to the waiting iterator, not copied. */
   private handoff: Uint8Array | Uint8ArrayList | undefined
 
@@ -205,9 +205,7 @@ export class HalfcloseStream extends AbstractStream {
   offerToIterator (data: Uint8Array | Uint8ArrayList): boolean {
     if (this.pullWaiter === undefined || this.handoff !== undefined || this.readStatus !== 'readable') return false
     this.handoff = data
-    const waiter = this.pullWaiter
-    this.pullWaiter = undefined
-    waiter()
+    this.wakeIterator()
     return true
   }
 
@@ -232,12 +230,7 @@ export class HalfcloseStream extends AbstractStream {
    * A pulling iterator is woken instead.
    */
   deliver (): void {
-    if (this.pullWaiter !== undefined) {
-      const waiter = this.pullWaiter
-      this.pullWaiter = undefined
-      waiter()
-      return
-    }
+    if (this.wakeIterator()) return
     if (this.readStatus !== 'readable' || this.listenerCount('message') === 0) return
     const data = this.muxer.core.read(this.ref)
     if (data === undefined) return
@@ -400,37 +393,11 @@ export class HalfcloseStreamMuxer extends AbstractStreamMuxer<HalfcloseStream> {
   private flushNow (): boolean {
     const frames = this.core.takeFrames()
     if (frames.length === 0) return !this.saturated
-    // Small frames are copied together, so that what waits for the connection costs its bytes,
-    // not an array per frame; bodies leave as they are.
-    const out = new Uint8ArrayList()
-    let small: Uint8Array[] = []
-    let smallBytes = 0
-    const gather = (): void => {
-      if (small.length === 0) return
-      const joined = new Uint8Array(smallBytes)
-      let at = 0
-      for (const part of small) {
-        joined.set(part, at)
-        at += part.byteLength
-      }
-      out.append(joined)
-      small = []
-      smallBytes = 0
-    }
+    // Small frames are written together (see `encodeFrames`), so that what waits for the
+    // connection costs its bytes, not an array per frame; bodies leave as they are.
+    const out = new Uint8ArrayList(...encodeFrames(frames, 'extension'))
     let answers = 0
-    for (const frame of frames) {
-      if (frame.type !== 'message') answers++
-      for (const part of encodeFrame(frame, 'extension')) {
-        if (part.byteLength < COALESCE_BELOW) {
-          small.push(part)
-          smallBytes += part.byteLength
-        } else {
-          gather()
-          out.append(part)
-        }
-      }
-    }
-    gather()
+    for (const frame of frames) if (frame.type !== 'message') answers++
     if (this.saturated) {
       this.answersWhileSaturated += answers
       if (this.answersWhileSaturated > this.answerLimit && !this.readingPaused && this.status === 'open') {

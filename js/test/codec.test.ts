@@ -7,7 +7,7 @@ import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import { Uint8ArrayList } from 'uint8arraylist'
 import {
-  encodeFrame, encodeVarint, FrameDecoder, MAX_FRAME_BODY, readVarint, type Frame, type Mode, type Uint
+  encodeFrame, encodeFrames, encodeVarint, FrameDecoder, MAX_FRAME_BODY, readVarint, type Frame, type Mode, type Uint
 } from '../src/codec.js'
 import { ProtocolViolationError } from '../src/errors.js'
 
@@ -171,6 +171,21 @@ describe('frames', () => {
     // A Reset with code 0 is empty in both modes; CloseRead with code 0 from the initiator.
     assert.deepEqual(concat(encodeFrame({ type: 'reset', num: 2, initiator: true, code: 0 }, 'extension')), Uint8Array.from([0x16, 0x00]))
     assert.deepEqual(concat(encodeFrame({ type: 'close-read', num: 2, initiator: true, code: 0 }, 'extension')), Uint8Array.from([0x17, 0x02, 0x01, 0x00]))
+  })
+
+  it('encode a batch of frames as the frames one by one, small ones in one buffer per run', () => {
+    const big = body(8 * 1024 + 1)
+    const batch: Frame[] = [
+      ...Array.from({ length: 1000 }, (_, nonce) => ({ type: 'pong', nonce }) as Frame),
+      { type: 'message', num: 1, initiator: true, data: big },
+      { type: 'close', num: 1, initiator: true },
+      { type: 'message', num: 2, initiator: false, data: new Uint8ArrayList(body(3), body(4)) }
+    ]
+    const parts = encodeFrames(batch, 'extension')
+    // The 1,000 Pongs and the large frame's head; its body as it is; the Close and the small Message.
+    assert.equal(parts.length, 3)
+    assert.equal(parts[1], big)
+    assert.deepEqual(concat(parts), concat(batch.flatMap(f => encodeFrame(f, 'extension'))))
   })
 
   it('send a large body as its own part, not copied', () => {

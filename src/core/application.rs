@@ -253,11 +253,16 @@ impl Connection {
     pub fn close_write(&mut self, id: StreamId) -> Result<(), StreamError> {
         // Repeated: also once the connection ended, or the peer reset the stream after our
         // Close was flushed (the close did its work; `poll_flushed` says the same).
-        if self
-            .streams
-            .get(&id)
-            .is_some_and(|entry| entry.send == SendState::Closed || entry.closed_before_reset)
-        {
+        if self.streams.get(&id).is_some_and(|entry| {
+            matches!(
+                entry.send,
+                SendState::Closed
+                    | SendState::Reset {
+                        close_flushed: true,
+                        ..
+                    }
+            )
+        }) {
             return Ok(());
         }
         let entry = self.live_entry(id)?;
@@ -376,6 +381,7 @@ impl Connection {
                     SendState::Reset {
                         code: 0,
                         by_peer: false,
+                        close_flushed: false,
                     },
                 );
                 self.queue_end(id, QueueEnd::Reset);

@@ -310,7 +310,7 @@ impl Connection {
     fn reset_stream(&mut self, id: StreamId, code: u64, by_peer: bool) {
         // A Close already flushed has done its work: a reset after it does not undo the
         // close-write that sent it (its task may look only after the reset arrived).
-        let closed_and_flushed = self
+        let close_flushed = self
             .streams
             .get(&id)
             .is_some_and(|e| e.send == SendState::Closed)
@@ -321,8 +321,11 @@ impl Connection {
         if matches!(entry.send, SendState::Reset { .. }) {
             return;
         }
-        entry.closed_before_reset = closed_and_flushed;
-        entry.send = SendState::Reset { code, by_peer };
+        entry.send = SendState::Reset {
+            code,
+            by_peer,
+            close_flushed,
+        };
         let announced = entry.announced;
         // A peer that closed its write side before resetting has sent all its data: keep it.
         if !(by_peer && entry.recv == RecvState::Finished) {

@@ -158,7 +158,10 @@ impl Connection {
                 stopped_or_reset => return stopped_or_reset.write_error().map(Err),
             },
             FlushWait::CloseWrite => match entry.send {
-                SendState::Reset { .. } if entry.closed_before_reset => true,
+                SendState::Reset {
+                    close_flushed: true,
+                    ..
+                } => true,
                 SendState::Reset { .. } => return entry.send.reset_error().map(Err),
                 SendState::Stopped { .. } => true,
                 SendState::Closed if entry.peer_stopped => true,

@@ -20,8 +20,14 @@ pub(crate) enum SendState {
     Closed,
     /// The peer sent CloseRead; we answered with Close. Writes fail with the peer's code.
     Stopped { code: u64 },
-    /// The stream was reset; writes fail with `ConnectionReset`.
-    Reset { code: u64, by_peer: bool },
+    /// The stream was reset; writes fail with `ConnectionReset`. `close_flushed`: our Close
+    /// had been flushed before the reset, so the close-write that sent it succeeded, whenever
+    /// its task looks again.
+    Reset {
+        code: u64,
+        by_peer: bool,
+        close_flushed: bool,
+    },
 }
 
 /// Our receiving direction.
@@ -45,14 +51,14 @@ impl SendState {
             SendState::Open => None,
             SendState::Closed => Some(StreamError::WriteClosed),
             SendState::Stopped { code } => Some(StreamError::Stopped { code }),
-            SendState::Reset { code, by_peer } => Some(StreamError::Reset { code, by_peer }),
+            SendState::Reset { code, by_peer, .. } => Some(StreamError::Reset { code, by_peer }),
         }
     }
 
     /// The stream's reset, if it was reset.
     pub(crate) fn reset_error(self) -> Option<StreamError> {
         match self {
-            SendState::Reset { code, by_peer } => Some(StreamError::Reset { code, by_peer }),
+            SendState::Reset { code, by_peer, .. } => Some(StreamError::Reset { code, by_peer }),
             _ => None,
         }
     }
@@ -99,9 +105,6 @@ pub(crate) struct StreamEntry {
     /// The application dropped its handle; the stream stays (and keeps its slot under the
     /// stream limit) only until its last frames are handed to the socket.
     pub(crate) dropped: bool,
-    /// Our Close had been flushed when the stream was reset: the close-write that sent it
-    /// succeeded, whenever its task looks again.
-    pub(crate) closed_before_reset: bool,
 }
 
 impl StreamEntry {
@@ -121,7 +124,6 @@ impl StreamEntry {
             peer_stopped: false,
             announced,
             dropped: false,
-            closed_before_reset: false,
         }
     }
 }
