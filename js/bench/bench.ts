@@ -2,17 +2,23 @@
  * Throughput and latency of this muxer next to @chainsafe/libp2p-yamux and @libp2p/mplex, on the
  * same js-libp2p, over TCP + noise on 127.0.0.1, muxers alternating round by round:
  *
- *   node dist/bench/bench.js                   JS ↔ JS (both nodes in this process)
- *   node dist/bench/bench.js --peers <list>    JS → Rust: `<list>` is what
+ *   node dist/bench/bench.js                   JS ↔ JS, both nodes in this process
+ *   node dist/bench/bench.js --two-processes   JS ↔ JS, the servers in a second Node.js process
+ *                                              (`--serve`: prints their `--peers` list and serves
+ *                                              until its stdin closes)
+ *   node dist/bench/bench.js --peers <list>    JS ↔ Rust: `<list>` is what
  *                                              `cargo run --release -p tools --bin stackbench
  *                                              -- --serve-js` prints (a Rust node per muxer:
  *                                              the crate, rust-libp2p's yamux and mplex)
  *
- * Workloads: one stream carrying `--mib` MiB (default 64) one way, and request/response on a new
+ * Workloads: one stream carrying `--mib` MiB (default 64) from this node (out) and one carrying it
+ * to this node (in: the peer sends what an 8-byte length asks for), and request/response on a new
  * stream (64 bytes each way, close-write after each; `--requests`, default 500). Output: medians
  * of `--rounds` rounds (default 5), and ours over the best peer. `--muxers ours,yamux` runs some.
  */
 
+import { spawn } from 'node:child_process'
+import { createInterface } from 'node:readline'
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
@@ -22,8 +28,12 @@ import { multiaddr } from '@multiformats/multiaddr'
 import type { Connection, Stream, StreamMuxerFactory } from '@libp2p/interface'
 import { mplexHalfclose } from '../src/index.js'
 
-const BULK = '/bench/bulk/1.0.0'
-const RR = '/bench/rr/1.0.0'
+// The protocols of the Rust side (stackbench's servers), which the JS servers serve too: sink
+// reads to the end and closes, echo sends back what it read, source sends what an 8-byte
+// big-endian length asks for.
+const SINK = '/stackbench/sink/1.0.0'
+const ECHO = '/stackbench/echo/1.0.0'
+const SOURCE = '/stackbench/source/1.0.0'
 const LIMITS = { maxInboundStreams: 1024, maxOutboundStreams: 1024 }
 const READ_BUFFER = 64 * 1024 * 1024
 const CHUNK = 64 * 1024
@@ -36,11 +46,6 @@ const option = (name: string, fallback: string): string => {
 const MIB = Number(option('--mib', '64'))
 const REQUESTS = Number(option('--requests', '500'))
 const ROUNDS = Number(option('--rounds', '5'))
-/** `ours=<multiaddr>,yamux=<multiaddr>,mplex=<multiaddr>`: Rust nodes, one per muxer. */
-const PEERS = new Map(option('--peers', '').split(',').filter(p => p !== '').map(p => p.split('=') as [string, string]))
-// The Rust side (stackbench's servers) reads to the end and closes, or echoes what it read.
-const bulkProtocol = PEERS.size === 0 ? BULK : '/stackbench/sink/1.0.0'
-const rrProtocol = PEERS.size === 0 ? RR : '/stackbench/echo/1.0.0'
 
 type Factory = () => (components: any) => StreamMuxerFactory
 const MUXERS: Array<[string, string, Factory]> = [
@@ -81,13 +86,22 @@ async function node (muxer: Factory, listen: boolean): Promise<Libp2p> {
     connectionMonitor: { enabled: false }
   })
   if (listen) {
-    await n.handle(BULK, async (stream) => {
+    await n.handle(SINK, async (stream) => {
       await drain(stream)
       await stream.close()
     }, LIMITS)
-    await n.handle(RR, async (stream) => {
-      await drain(stream)
-      stream.send(new Uint8Array(64))
+    await n.handle(SOURCE, async (stream) => {
+      let request: Uint8Array = new Uint8Array(0)
+      for await (const chunk of stream) request = concat(request, chunk.subarray())
+      const chunk = new Uint8Array(CHUNK).fill(1)
+      const total = Number(new DataView(request.buffer, request.byteOffset).getBigUint64(0))
+      for (let sent = 0; sent < total; sent += CHUNK) await send(stream, chunk)
+      await stream.close()
+    }, LIMITS)
+    await n.handle(ECHO, async (stream) => {
+      const request = []
+      for await (const chunk of stream) request.push(chunk.subarray())
+      for (const chunk of request) await send(stream, chunk)
       await stream.close()
     }, LIMITS)
   }
@@ -96,7 +110,7 @@ async function node (muxer: Factory, listen: boolean): Promise<Libp2p> {
 
 /** MiB/s of one stream carrying MIB MiB to the server, until the server's close arrives. */
 async function bulk (connection: Connection): Promise<number> {
-  const stream = await connection.newStream(bulkProtocol, LIMITS)
+  const stream = await connection.newStream(SINK, LIMITS)
   const chunk = new Uint8Array(CHUNK).fill(1)
   const start = performance.now()
   for (let sent = 0; sent < MIB * 1024 * 1024; sent += CHUNK) await send(stream, chunk)
@@ -105,13 +119,33 @@ async function bulk (connection: Connection): Promise<number> {
   return MIB / ((performance.now() - start) / 1000)
 }
 
+/** MiB/s of one stream carrying MIB MiB from the server, asked for by an 8-byte length. */
+async function download (connection: Connection): Promise<number> {
+  const stream = await connection.newStream(SOURCE, LIMITS)
+  const start = performance.now()
+  const request = new Uint8Array(8)
+  new DataView(request.buffer).setBigUint64(0, BigInt(MIB * 1024 * 1024))
+  stream.send(request)
+  await closeWriting(stream)
+  const got = await drain(stream)
+  if (got !== MIB * 1024 * 1024) throw new Error(`download of ${got} bytes`)
+  return MIB / ((performance.now() - start) / 1000)
+}
+
+const concat = (a: Uint8Array, b: Uint8Array): Uint8Array => {
+  const out = new Uint8Array(a.byteLength + b.byteLength)
+  out.set(a)
+  out.set(b, a.byteLength)
+  return out
+}
+
 /** Median and p99 of request/response on a new stream, in µs. */
 async function requestResponse (connection: Connection): Promise<[number, number]> {
   const times: number[] = []
   const request = new Uint8Array(64).fill(2)
   for (let i = 0; i < REQUESTS; i++) {
     const start = performance.now()
-    const stream = await connection.newStream(rrProtocol, LIMITS)
+    const stream = await connection.newStream(ECHO, LIMITS)
     stream.send(request)
     await closeWriting(stream)
     const got = await drain(stream)
@@ -125,44 +159,104 @@ async function requestResponse (connection: Connection): Promise<[number, number
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 
 const only = option('--muxers', '')
-const connections: Array<{ name: string, connection: Connection, nodes: Libp2p[] }> = []
-for (const [name, key, muxer] of MUXERS.filter(([name]) => only === '' || only.split(',').some(o => name.includes(o)))) {
+const chosenMuxers = MUXERS.filter(([name]) => only === '' || only.split(',').some(o => name.includes(o)))
+
+if (args.includes('--serve')) {
+  // A server per muxer, their addresses as `--peers` wants them, served until stdin closes.
+  const servers = await Promise.all(chosenMuxers.map(async ([, key, muxer]) => [key, await node(muxer, true)] as const))
+  console.log(servers.map(([key, server]) => `${key}=${server.getMultiaddrs()[0].toString()}`).join(','))
+  process.stdin.resume()
+  await new Promise(resolve => process.stdin.on('end', resolve))
+  for (const [, server] of servers) await server.stop()
+  process.exit(0)
+}
+
+/** `ours=<multiaddr>,yamux=<multiaddr>,mplex=<multiaddr>`: the servers, one per muxer. */
+let PEERS = new Map(option('--peers', '').split(',').filter(p => p !== '').map(p => p.split('=') as [string, string]))
+const twoProcesses = args.includes('--two-processes')
+let serverProcess: ReturnType<typeof spawn> | undefined
+if (twoProcesses) {
+  serverProcess = spawn(process.execPath, [process.argv[1], '--serve', '--muxers', only], { stdio: ['pipe', 'pipe', 'inherit'] })
+  const line = await new Promise<string>((resolve, reject) => {
+    createInterface({ input: serverProcess!.stdout! }).once('line', resolve)
+    serverProcess!.once('exit', code => { reject(new Error(`the server process exited with ${String(code)}`)) })
+  })
+  PEERS = new Map(line.split(',').map(p => p.split('=') as [string, string]))
+}
+interface Peer { name: string, dial: () => Promise<Connection>, connection?: Connection, nodes: Libp2p[] }
+const connections: Peer[] = []
+for (const [name, key, muxer] of chosenMuxers) {
   const client = await node(muxer, false)
   if (PEERS.size === 0) {
     const server = await node(muxer, true)
-    connections.push({ name, connection: await client.dial(server.getMultiaddrs()[0]), nodes: [client, server] })
+    connections.push({ name, dial: async () => await client.dial(server.getMultiaddrs()[0]), nodes: [client, server] })
   } else {
     const peer = PEERS.get(key)
     if (peer === undefined) throw new Error(`no Rust peer for ${key} in --peers`)
-    connections.push({ name, connection: await client.dial(multiaddr(peer)), nodes: [client] })
+    connections.push({ name, dial: async () => await client.dial(multiaddr(peer)), nodes: [client] })
   }
 }
-const results = new Map<string, { bulk: number[], rr: number[], p99: number[] }>()
-for (const { name } of connections) results.set(name, { bulk: [], rr: [], p99: [] })
+
+interface Results { out: number[], in: number[], rr: number[], p99: number[], failed: Map<string, string> }
+const results = new Map<string, Results>()
+for (const { name } of connections) results.set(name, { out: [], in: [], rr: [], p99: [], failed: new Map() })
+
+/**
+ * Runs one workload on the peer's connection, dialing it first if there is none. A workload
+ * that fails (a muxer pair that loses the connection, as js-libp2p-yamux against rust-libp2p's
+ * yamux does on large transfers) is reported as failed with its error, and the next one redials.
+ */
+async function measure (peer: Peer, workload: string, run: (c: Connection) => Promise<void>): Promise<void> {
+  const r = results.get(peer.name)!
+  if (r.failed.has(workload)) return
+  try {
+    if (peer.connection?.status !== 'open') peer.connection = await peer.dial()
+    await run(peer.connection)
+    // js-libp2p ends a stream whose connection was lost as closed, so look at the connection.
+    if (peer.connection.status !== 'open') throw new Error(`the connection was ${peer.connection.status} during the workload`)
+  } catch (err) {
+    r.failed.set(workload, (err as Error).message ?? String(err))
+    await peer.connection?.close().catch(() => {})
+    peer.connection = undefined
+  }
+}
+
 for (let round = 0; round < ROUNDS; round++) {
   // Alternate the order, so that drift over the run does not favour one muxer.
   const order = round % 2 === 0 ? connections : [...connections].reverse()
-  for (const { name, connection } of order) {
-    const r = results.get(name)!
-    r.bulk.push(await bulk(connection))
-    const [rr, p99] = await requestResponse(connection)
-    r.rr.push(rr)
-    r.p99.push(p99)
+  for (const peer of order) {
+    const r = results.get(peer.name)!
+    await measure(peer, 'out', async c => { r.out.push(await bulk(c)) })
+    await measure(peer, 'in', async c => { r.in.push(await download(c)) })
+    await measure(peer, 'rr', async c => {
+      const [rr, p99] = await requestResponse(c)
+      r.rr.push(rr)
+      r.p99.push(p99)
+    })
   }
 }
-const link = PEERS.size === 0 ? 'JS ↔ JS' : 'JS → Rust (the same muxer on the Rust side)'
+const link = twoProcesses ? 'JS ↔ JS (two processes)' : PEERS.size === 0 ? 'JS ↔ JS (one process)' : 'JS ↔ Rust (the same muxer on the Rust side)'
 console.log(`${link} over TCP + noise on 127.0.0.1, medians of ${ROUNDS} alternating rounds; last column: ours / best peer`)
-const rows: Array<[string, string, (r: { bulk: number[], rr: number[], p99: number[] }) => number, boolean]> = [
-  [`1 stream, ${MIB} MiB`, 'MiB/s', r => median(r.bulk), true],
-  ['request/response', 'µs', r => median(r.rr), false],
-  ['request/response p99', 'µs', r => median(r.p99), false]
+const rows: Array<[string, string, string, boolean]> = [
+  [`1 stream out, ${MIB} MiB`, 'MiB/s', 'out', true],
+  [`1 stream in, ${MIB} MiB`, 'MiB/s', 'in', true],
+  ['request/response', 'µs', 'rr', false],
+  ['request/response p99', 'µs', 'p99', false]
 ]
 console.log(['workload'.padEnd(24), 'unit'.padStart(6), ...connections.map(c => c.name.padStart(24)), 'ours/best'.padStart(10)].join(' '))
-for (const [label, unit, get, higherIsBetter] of rows) {
-  const values = connections.map(c => get(results.get(c.name)!))
-  const peers = values.slice(1)
+for (const [label, unit, key, higherIsBetter] of rows) {
+  const workload = key === 'p99' ? 'rr' : key
+  const values = connections.map(c => {
+    const r = results.get(c.name)!
+    return r.failed.has(workload) ? NaN : median(r[key as 'out' | 'in' | 'rr' | 'p99'])
+  })
+  const peers = values.slice(1).filter(v => !Number.isNaN(v))
   const best = peers.length === 0 ? NaN : higherIsBetter ? Math.max(...peers) : Math.min(...peers)
-  const cells = values.map(v => (v >= 100 ? v.toFixed(0) : v.toFixed(1)).padStart(24))
+  const cells = values.map(v => (Number.isNaN(v) ? 'failed' : v >= 100 ? v.toFixed(0) : v.toFixed(1)).padStart(24))
   console.log([label.padEnd(24), unit.padStart(6), ...cells, (values[0] / best).toFixed(2).padStart(10)].join(' '))
 }
+for (const { name } of connections) {
+  for (const [workload, error] of results.get(name)!.failed) console.log(`${name}: ${workload} failed: ${error}`)
+}
 for (const { nodes } of connections) for (const n of nodes) await n.stop()
+serverProcess?.stdin?.end()

@@ -50,6 +50,9 @@ use test_support::muxbench::{self, Link, Placement, chosen, median, percentile};
 const ECHO: StreamProtocol = StreamProtocol::new("/stackbench/echo/1.0.0");
 const SINK: StreamProtocol = StreamProtocol::new("/stackbench/sink/1.0.0");
 const BULK: StreamProtocol = StreamProtocol::new("/stackbench/bulk/1.0.0");
+/// `--serve-js` only: the client writes a length (8 bytes, big-endian) and closes writing; the
+/// server writes that many bytes and closes (the JS benchmark's download).
+const SOURCE: StreamProtocol = StreamProtocol::new("/stackbench/source/1.0.0");
 const REQUEST_RESPONSE: StreamProtocol = StreamProtocol::new("/stackbench/rr/1.0.0");
 const CHUNK: usize = 64 * 1024;
 const REQUEST: [u8; 64] = [7; 64];
@@ -203,9 +206,10 @@ fn swarm(muxer: Muxer) -> Swarm<Node> {
         .build()
 }
 
-/// Starts a server with `muxer`: echo and sink over `libp2p-stream`, echo over
-/// request-response. Returns its address with its peer id.
-async fn server(muxer: Muxer) -> Multiaddr {
+/// Starts a server with `muxer`: echo, sink and source over `libp2p-stream`, echo over
+/// request-response; with `report_failures`, it prints why a connection failed. Returns its
+/// address with its peer id.
+async fn server(muxer: Muxer, report_failures: bool) -> Multiaddr {
     let mut server = swarm(muxer);
     server
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().expect("address"))
@@ -255,18 +259,46 @@ async fn server(muxer: Muxer) -> Multiaddr {
             });
         }
     });
+    let mut source = control.accept(SOURCE).expect("source protocol");
+    tokio::spawn(async move {
+        while let Some((_, mut stream)) = source.next().await {
+            tokio::spawn(async move {
+                let mut length = [0u8; 8];
+                if stream.read_exact(&mut length).await.is_err() {
+                    return;
+                }
+                let chunk = vec![1u8; CHUNK];
+                let mut left = u64::from_be_bytes(length);
+                while left > 0 {
+                    let n = left.min(CHUNK as u64) as usize;
+                    if stream.write_all(&chunk[..n]).await.is_err() {
+                        return;
+                    }
+                    left -= n as u64;
+                }
+                let _ = stream.close().await;
+            });
+        }
+    });
     let peer = *server.local_peer_id();
     tokio::spawn(async move {
         loop {
-            if let SwarmEvent::Behaviour(NodeEvent::Rr(request_response::Event::Message {
-                message:
-                    request_response::Message::Request {
-                        request, channel, ..
-                    },
-                ..
-            })) = server.select_next_some().await
-            {
-                let _ = server.behaviour_mut().rr.send_response(channel, request);
+            match server.select_next_some().await {
+                SwarmEvent::Behaviour(NodeEvent::Rr(request_response::Event::Message {
+                    message:
+                        request_response::Message::Request {
+                            request, channel, ..
+                        },
+                    ..
+                })) => {
+                    let _ = server.behaviour_mut().rr.send_response(channel, request);
+                }
+                SwarmEvent::ConnectionClosed {
+                    cause: Some(cause), ..
+                } if report_failures => {
+                    eprintln!("{}: a connection failed: {cause}", muxer.name());
+                }
+                _ => {}
             }
         }
     });
@@ -486,7 +518,7 @@ async fn open_bulk(control: &mut libp2p_stream::Control, peer: PeerId) -> libp2p
 }
 
 /// `--serve-js`: the Rust side of the TypeScript package's benchmark (`js/bench/bench.ts
-/// --peers ...`): one server per muxer (echo and sink over `libp2p-stream`), their addresses
+/// --peers ...`): one server per muxer (echo, sink and source over `libp2p-stream`), their addresses
 /// printed as `<muxer>=<multiaddr>`, served until stdin closes.
 fn serve_js(runtime: &tokio::runtime::Runtime) {
     let addrs: Vec<String> = Muxer::ALL
@@ -497,7 +529,7 @@ fn serve_js(runtime: &tokio::runtime::Runtime) {
                 Muxer::Yamux => "yamux",
                 Muxer::LibMplex => "mplex",
             };
-            format!("{key}={}", runtime.block_on(server(m)))
+            format!("{key}={}", runtime.block_on(server(m, true)))
         })
         .collect();
     println!("{}", addrs.join(","));
@@ -521,7 +553,7 @@ fn main() {
         .collect();
     let servers: Vec<Multiaddr> = muxers
         .iter()
-        .map(|&m| runtime.block_on(server(m)))
+        .map(|&m| runtime.block_on(server(m, false)))
         .collect();
     println!(
         "two swarms over TCP + noise on 127.0.0.1, medians of {} alternating rounds; last column: ours / best peer",
