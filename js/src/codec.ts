@@ -193,6 +193,8 @@ function extensionOf (frame: Frame): { num: Uint, side: number, op: number, valu
 
 /** Bodies up to this size are copied behind their head, larger ones are sent as they are. */
 const COPY_LIMIT = 8 * 1024
+/** A large body in more pieces than this is copied into one buffer when sent. */
+const MAX_SENT_PIECES = 8
 
 /** How one frame is laid out: what is written in line (head, small body), and a large body. */
 interface Layout {
@@ -224,8 +226,16 @@ function layout (frame: Frame, mode: Mode): Layout {
   const bodyLength = body?.byteLength ?? 0
   if (bodyLength > MAX_FRAME_BODY) throw new RangeError(`frame body of ${bodyLength} bytes exceeds 1 MiB`)
   const headLength = varintLength(header) + varintLength(bodyLength)
-  if (bodyLength > COPY_LIMIT) return { header, bodyLength, inline: undefined, large: body, size: headLength }
+  // A large body goes as it is, unless it is made of many small pieces (many small writes):
+  // those are copied together, so that a frame costs its bytes and a few arrays.
+  if (bodyLength > COPY_LIMIT && !(body instanceof Uint8ArrayList && morePiecesThan(body, MAX_SENT_PIECES))) return { header, bodyLength, inline: undefined, large: body, size: headLength }
   return { header, bodyLength, inline: body, large: undefined, size: headLength + bodyLength }
+}
+
+function morePiecesThan (list: Uint8ArrayList, limit: number): boolean {
+  let pieces = 0
+  for (const _ of list) if (++pieces > limit) return true
+  return false
 }
 
 /** Writes the in-line part of `frame` at `at`; returns the offset after it. */
@@ -273,7 +283,7 @@ export function encodeFrames (frames: Frame[], mode: Mode): Uint8Array[] {
     out.push(buf)
     const large = layouts[end - 1].large
     if (large instanceof Uint8Array) out.push(large)
-    else if (large !== undefined) out.push(...large)
+    else if (large !== undefined) for (const piece of large) out.push(piece)
     start = end
   }
   return out

@@ -7,7 +7,7 @@
  * @module
  */
 
-import type { Uint8ArrayList } from 'uint8arraylist'
+import { Uint8ArrayList } from 'uint8arraylist'
 import { MAX_CREDIT, type Frame, type Uint } from './codec.js'
 import { ProtocolViolationError } from './errors.js'
 import { INITIAL_WINDOW, RecvWindow } from './flow.js'
@@ -158,12 +158,22 @@ export class Connection {
   /**
    * Queues as much of `data` as the stream's credit allows, in Messages of at most the split
    * size; returns how many bytes were taken. Nothing is taken unless the send direction is open.
+   * `continuation`: `data` continues the last write (see below).
    */
-  write (stream: StreamRef, data: Uint8ArrayList): number {
+  write (stream: StreamRef, data: Uint8ArrayList, continuation = false): number {
     const entry = this.entry(stream)
     if (entry === undefined || entry.send !== 'open') return 0
     const len = Math.min(data.byteLength, entry.sendCredit)
-    for (let at = 0; at < len; at += this.config.splitSize) {
+    let at = 0
+    // A continuation of the last write (the rest of a write handed over in pieces) fills the
+    // last Message, if it was not taken yet, up to the split size: a large write leaves as
+    // Messages of the split size, not one per piece. Other writes keep their own Messages.
+    const last = this.frames.at(-1)
+    if (continuation && last?.type === 'message' && last.num === stream.num && last.initiator === stream.local && last.data instanceof Uint8ArrayList) {
+      at = Math.min(len, this.config.splitSize - last.data.byteLength)
+      if (at > 0) for (const piece of data.sublist(0, at)) last.data.append(piece)
+    }
+    for (; at < len; at += this.config.splitSize) {
       const end = Math.min(len, at + this.config.splitSize)
       this.frames.push({ type: 'message', num: stream.num, initiator: stream.local, data: data.sublist(at, end) })
     }

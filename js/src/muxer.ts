@@ -9,6 +9,7 @@
 
 import { AbstractStream, AbstractStreamMuxer } from '@libp2p/utils'
 import type { AbstractStreamInit, SendResult } from '@libp2p/utils'
+import { ConnectionClosedError, StreamMessageEvent, StreamResetError, StreamStateError } from '@libp2p/interface'
 import type { AbortOptions, CreateStreamOptions, EventHandler, MessageStream, MessageStreamEvents, StreamMuxerOptions } from '@libp2p/interface'
 import { Uint8ArrayList } from 'uint8arraylist'
 import { encodeFrames, FrameDecoder, type Uint } from './codec.js'
@@ -38,6 +39,15 @@ const ANSWERS_BASE = 1024
 const ANSWER_BATCH = 256
 
 /**
+ * What a stream's queued writes are handed to the muxer in, at most (js-libp2p's
+ * `maxMessageSize`). js-libp2p puts back what the muxer did not take (out of credit) with a
+ * call that takes each of its arrays as an argument: 2^17 one-byte writes overflow the stack
+ * there and the writes are lost. Pieces of 16 KiB keep that under 16,384 arrays; the core joins
+ * them into Messages of the split size again.
+ */
+const SEND_PIECE = 16 * 1024
+
+/**
  * The reset code an error carries: its `code`, if that is an unsigned integer below 2^64 (a
  * number or a bigint), else 0.
  */
@@ -51,6 +61,12 @@ export function resetCodeOf (err: unknown): Uint {
   return 0
 }
 
+/** The length of the first array `list` holds. */
+function firstLength (list: Uint8ArrayList): number {
+  for (const first of list) return first.byteLength
+  return 0
+}
+
 /** A stream of the extension: js-libp2p's `Stream`, with close-read on the wire and reset codes. */
 export class HalfcloseStream extends AbstractStream {
   /** The stream's number and side. */
@@ -61,10 +77,39 @@ export class HalfcloseStream extends AbstractStream {
   resetCode: Uint | undefined
   private readonly muxer: HalfcloseStreamMuxer
 
+  /** Why the stream ended, if it failed: a reader that comes later fails with it too. */
+  private endError: Error | undefined
+  /** The peer had closed writing when it reset the stream: its data is complete (§5). */
+  private finishedBeforeReset = false
+
   constructor (init: AbstractStreamInit & { ref: StreamRef, muxer: HalfcloseStreamMuxer }) {
     super(init)
     this.ref = init.ref
     this.muxer = init.muxer
+    this.addEventListener('close', (evt) => {
+      this.endError = this.readError(evt.error)
+      this.wakeReaders()
+    })
+    this.addEventListener('remoteCloseWrite', () => { this.wakeReaders() })
+  }
+
+  /**
+   * What a reader learns from the error the stream ended with: nothing (a clean end) when it is
+   * a reset that came after the peer's Close (PROTOCOL.md §5: the data is complete, then EOF).
+   */
+  private readError (err: Error | undefined): Error | undefined {
+    return err instanceof StreamResetError && this.finishedBeforeReset ? undefined : err
+  }
+
+  /**
+   * The connection ended. A stream the peer had not finished writing was cut off: its reader
+   * fails with `ConnectionClosedError` rather than taking the end for the peer's Close.
+   */
+  override onTransportClosed (err?: Error): void {
+    if (err === undefined && this.remoteWriteStatus !== 'closed' && this.status === 'open') {
+      err = new ConnectionClosedError('the connection ended before the peer closed this stream')
+    }
+    super.onTransportClosed(err)
   }
 
   /** Bytes received and not yet delivered to the application (at most the receive window). */
@@ -84,6 +129,29 @@ export class HalfcloseStream extends AbstractStream {
   }
 
   /**
+   * Waits until the stream takes writes again, or fails if it ends first. (js-libp2p 3's own
+   * keeps the promise of the first drain resolved for good: a writer that met a full stream
+   * again would not wait, and would queue without end without yielding to the event loop.)
+   */
+  override async onDrain (options?: AbortOptions): Promise<void> {
+    options?.signal?.throwIfAborted()
+    if (!this.writableNeedsDrain) return
+    await new Promise<void>((resolve, reject) => {
+      const done = (): void => {
+        this.removeEventListener('drain', onDrained)
+        this.removeEventListener('close', onClose)
+        options?.signal?.removeEventListener('abort', onAbort)
+      }
+      const onDrained = (): void => { done(); resolve() }
+      const onClose = (evt: Event & { error?: Error }): void => { done(); reject(evt.error ?? new StreamStateError('the stream closed while a write waited for it to drain')) }
+      const onAbort = (): void => { done(); reject(options?.signal?.reason) }
+      this.addEventListener('drain', onDrained)
+      this.addEventListener('close', onClose)
+      options?.signal?.addEventListener('abort', onAbort)
+    })
+  }
+
+  /**
    * Closes reading: what is buffered is dropped and the peer is told to stop sending
    * (CloseRead with `options.code`); its writes then fail with that code.
    */
@@ -91,8 +159,12 @@ export class HalfcloseStream extends AbstractStream {
     await super.closeRead(options)
   }
 
+  /** The last piece handed over was a full {@link SEND_PIECE}: what follows continues it. */
+  private lastPieceFull = false
+
   sendData (data: Uint8ArrayList): SendResult {
-    const sentBytes = this.muxer.core.write(this.ref, data)
+    const sentBytes = this.muxer.core.write(this.ref, data, this.lastPieceFull)
+    this.lastPieceFull = data.byteLength === SEND_PIECE && sentBytes === SEND_PIECE
     const connectionTakesMore = this.muxer.flush()
     return { sentBytes, canSendMore: connectionTakesMore && sentBytes === data.byteLength }
   }
@@ -121,126 +193,142 @@ export class HalfcloseStream extends AbstractStream {
     options?.signal?.throwIfAborted()
     this.muxer.core.closeRead(this.ref, options?.code === undefined ? 0 : resetCodeOf({ code: options.code }))
     this.muxer.flush()
-    // A loop reading the stream ends now (its status is no longer readable).
-    this.wakeIterator()
+    // Loops reading the stream end now (its status is no longer readable).
+    this.wakeReaders()
   }
 
   override addEventListener<K extends keyof MessageStreamEvents>(type: K, listener: EventHandler<MessageStreamEvents[K]> | null, options?: boolean | AddEventListenerOptions): void {
     super.addEventListener(type, listener, options)
-    // Data the core holds goes to the first reader.
-    if (type === 'message') queueMicrotask(() => { this.deliver() })
+    // Data the stream holds goes to the first reader.
+    if (type === 'message') queueMicrotask(() => { this.pump() })
   }
 
   /**
-   * Reads the stream, pulling: data leaves the muxer (and its credit goes back to the peer)
-   * only when the loop asks for more, so that a loop that stalls holds the peer at the
-   * stream's window. js-libp2p's own iterator takes every `message` event into a queue without
-   * limit, and credit would go back for all of it. With other `message` listeners present, it
-   * reads as js-libp2p's does (every listener sees every message).
+   * The `for await` loops reading the stream. Each has a slot for one message: a message leaves
+   * the muxer (and its credit goes back to the peer) only when every loop has taken the last
+   * one and asked for more, and then goes to every loop and every `message` listener. A loop
+   * that stalls so holds the peer at the stream's window, also with other readers beside it,
+   * and every reader sees every message, in order.
+   */
+  private readonly readers = new Set<{ slot: Uint8Array | Uint8ArrayList | undefined, wake: (() => void) | undefined }>()
+
+  /**
+   * Reads the stream, pulling (see {@link readers}). js-libp2p's own iterator takes every
+   * `message` event into a queue without limit, and credit would go back for all of it.
    */
   override async * [Symbol.asyncIterator] (): AsyncGenerator<Uint8Array | Uint8ArrayList, void, unknown> {
-    if (this.listenerCount('message') > 0) {
-      yield * super[Symbol.asyncIterator]()
-      return
-    }
+    if (this.endError !== undefined) throw this.endError
     if (this.readStatus !== 'readable' && this.readStatus !== 'paused') return
-    let closeError: Error | undefined
-    let closed = false
-    const wake = (): void => { this.wakeIterator() }
-    const onClose = (evt: Event & { error?: Error }): void => {
-      closed = true
-      closeError = evt.error
-      wake()
-    }
-    this.addEventListener('close', onClose)
-    this.addEventListener('remoteCloseWrite', wake)
+    const reader: { slot: Uint8Array | Uint8ArrayList | undefined, wake: (() => void) | undefined } = { slot: undefined, wake: undefined }
+    this.readers.add(reader)
     try {
       for (;;) {
-        if (this.readStatus === 'readable' || closed || this.remoteWriteStatus === 'closed') {
-          // What js-libp2p's read buffer holds first (moved there at the peer's Close), then
-          // the core's.
-          const data = this.takeHandoff() ?? this.takeReadBuffer() ?? this.muxer.core.readOne(this.ref)
-          if (data !== undefined) {
-            this.muxer.flush()
-            yield data
-            continue
-          }
+        this.pump()
+        const data = reader.slot
+        if (data !== undefined) {
+          yield data
+          // Taken only now, when the loop asks for more: until then it holds the next back.
+          reader.slot = undefined
+          continue
         }
-        if (closeError !== undefined) throw closeError
-        // (The status changes across the awaits.)
+        if (this.endError !== undefined) throw this.endError
+        // (The statuses change across the awaits.)
         const readStatus = this.readStatus as string
-        if (closed || this.remoteWriteStatus === 'closed' || readStatus === 'closed' || readStatus === 'closing') {
-          if (this.readStatus === 'readable' && this.remoteWriteStatus === 'closed') {
-            this.readStatus = 'closed'
-            this.maybeDispatchEnd()
-          }
-          return
-        }
-        await new Promise<void>(resolve => { this.pullWaiter = resolve })
+        if (readStatus === 'closing' || readStatus === 'closed') return
+        if ((this.remoteWriteStatus === 'closed' || this.status !== 'open') && this.nothingLeft()) return
+        await new Promise<void>(resolve => { reader.wake = resolve })
       }
     } finally {
-      this.removeEventListener('close', onClose)
-      this.removeEventListener('remoteCloseWrite', wake)
-      this.pullWaiter = undefined
+      this.readers.delete(reader)
+      // A reader that left may have been the one holding the others back.
+      queueMicrotask(() => { this.pump() })
     }
   }
 
-  /** The iterator waiting for data or the end. */
-  private pullWaiter: (() => void) | undefined
-
-  /** Wakes the iterator waiting for data or the end; false if none waits. */
-  private wakeIterator (): boolean {
-    const waiter = this.pullWaiter
-    this.pullWaiter = undefined
-    waiter?.()
-    return waiter !== undefined
+  /** Nothing received is left to read: all of it went to the readers. */
+  private nothingLeft (): boolean {
+    return this.readBuffer.byteLength === 0 && this.muxer.core.buffered(this.ref) === 0
   }
-  /** A message handed straight to the waiting iterator, not copied. */
-  private handoff: Uint8Array | Uint8ArrayList | undefined
 
-  /**
-   * Offers a message as it arrived to an iterator waiting for one; true if it took it (the
-   * core then holds nothing for it).
-   */
-  offerToIterator (data: Uint8Array | Uint8ArrayList): boolean {
-    if (this.pullWaiter === undefined || this.handoff !== undefined || this.readStatus !== 'readable') return false
-    this.handoff = data
-    this.wakeIterator()
+  /** Whether a message can go to the readers now (see {@link readers}). */
+  private takesData (): boolean {
+    if (this.readStatus !== 'readable') return false
+    if (this.readers.size === 0) return this.listenerCount('message') > 0
+    for (const reader of this.readers) if (reader.slot !== undefined) return false
     return true
   }
 
-  private takeHandoff (): Uint8Array | Uint8ArrayList | undefined {
-    const data = this.handoff
-    this.handoff = undefined
-    return data
+  /** Gives `data` to every reader and `message` listener. */
+  private hand (data: Uint8Array | Uint8ArrayList): void {
+    for (const reader of this.readers) {
+      reader.slot = data
+      const wake = reader.wake
+      reader.wake = undefined
+      wake?.()
+    }
+    if (this.listenerCount('message') > 0) this.dispatchEvent(new StreamMessageEvent(data))
   }
 
-  /** The first array js-libp2p's read buffer holds (one message, as it came). */
-  private takeReadBuffer (): Uint8Array | undefined {
-    for (const first of this.readBuffer) {
-      this.readBuffer.consume(first.byteLength)
-      return first
+  /** Wakes every reader, to look at the stream again. */
+  private wakeReaders (): void {
+    for (const reader of this.readers) {
+      const wake = reader.wake
+      reader.wake = undefined
+      wake?.()
     }
-    return undefined
   }
 
   /**
-   * Hands what the core holds to the application when it takes data now (a `message`
-   * listener, not paused): memory is released and credit goes back only for delivered data.
-   * A pulling iterator is woken instead.
+   * Hands what the stream holds to its readers while they take it: first what js-libp2p's read
+   * buffer holds (moved there at the peer's Close), then the core's. Memory is released, and
+   * credit goes back, only for what was handed over. With only `message` listeners, all of it
+   * goes at once.
    */
+  pump (): void {
+    let handed = false
+    while (this.takesData()) {
+      const all = this.readers.size === 0
+      let data: Uint8Array | Uint8ArrayList | undefined
+      if (this.readBuffer.byteLength > 0) {
+        data = all ? this.readBuffer.sublist() : this.readBuffer.subarray(0, firstLength(this.readBuffer))
+        this.readBuffer.consume(data.byteLength)
+      } else {
+        data = all ? this.muxer.core.read(this.ref) : this.muxer.core.readOne(this.ref)
+      }
+      if (data === undefined) break
+      handed = true
+      this.hand(data)
+    }
+    if (handed) this.muxer.flush()
+    if (this.readStatus === 'readable' && this.remoteWriteStatus === 'closed' && this.nothingLeft()) {
+      this.readStatus = 'closed'
+      this.maybeDispatchEnd()
+    }
+  }
+
+  /** js-libp2p asks for its read buffer to go to the readers (on `resume`, `push`, ...). */
+  protected override dispatchReadBuffer (): void {
+    this.pump()
+  }
+
+  /**
+   * Offers a message as it arrived, when the stream holds nothing: true if the readers took
+   * it (the core then holds nothing for it, and nothing was copied).
+   */
+  offer (data: Uint8Array | Uint8ArrayList): boolean {
+    if (this.readBuffer.byteLength > 0 || !this.takesData()) return false
+    this.hand(data)
+    return true
+  }
+
+  /** There is data for the readers (the core's `readable`), or they may take it again. */
   deliver (): void {
-    if (this.wakeIterator()) return
-    if (this.readStatus !== 'readable' || this.listenerCount('message') === 0) return
-    const data = this.muxer.core.read(this.ref)
-    if (data === undefined) return
-    this.onData(data)
-    this.muxer.flush()
+    this.pump()
   }
 
   /** The peer will send no more: what the core still holds joins the stream's read buffer. */
   remoteClosedWriting (): void {
-    this.deliver()
+    this.pump()
     const rest = this.muxer.core.read(this.ref)
     if (rest !== undefined && this.readStatus !== 'closing' && this.readStatus !== 'closed') {
       this.readBuffer.append(rest)
@@ -264,6 +352,7 @@ export class HalfcloseStream extends AbstractStream {
   /** The peer reset the stream with `code`. */
   remoteReset (code: Uint): void {
     this.resetCode = code
+    this.finishedBeforeReset = this.remoteWriteStatus === 'closed'
     this.onRemoteReset()
   }
 }
@@ -292,14 +381,11 @@ export class HalfcloseStreamMuxer extends AbstractStreamMuxer<HalfcloseStream> {
       maxStreamWindow: Math.min(init.maxStreamWindow ?? 16 * 1024 * 1024, maxReadBuffer)
     })
     this.answerLimit = ANSWERS_BASE + 4 * (init.maxStreams ?? 128)
-    // Data goes straight to a stream whose application takes it now (a `message` listener, not
-    // paused): no copy, nothing held.
+    // Data goes straight to the readers of a stream that take it now (see `HalfcloseStream`):
+    // no copy, nothing held.
     this.core.setReader((ref, data) => {
       const stream = (ref.local ? this.local : this.remote).get(ref.num)
-      if (stream === undefined || stream.readStatus !== 'readable') return false
-      if (stream.listenerCount('message') === 0) return stream.offerToIterator(data)
-      stream.onData(data)
-      return true
+      return stream?.offer(data) ?? false
     })
     maConn.addEventListener('drain', () => {
       this.saturated = false
@@ -395,7 +481,8 @@ export class HalfcloseStreamMuxer extends AbstractStreamMuxer<HalfcloseStream> {
     if (frames.length === 0) return !this.saturated
     // Small frames are written together (see `encodeFrames`), so that what waits for the
     // connection costs its bytes, not an array per frame; bodies leave as they are.
-    const out = new Uint8ArrayList(...encodeFrames(frames, 'extension'))
+    const out = new Uint8ArrayList()
+    for (const part of encodeFrames(frames, 'extension')) out.append(part)
     let answers = 0
     for (const frame of frames) if (frame.type !== 'message') answers++
     if (this.saturated) {
@@ -417,6 +504,7 @@ export class HalfcloseStreamMuxer extends AbstractStreamMuxer<HalfcloseStream> {
       ...options,
       // Protocols are negotiated on the stream (multistream-select), never by the muxer.
       protocol: '',
+      maxMessageSize: SEND_PIECE,
       id: `${ref.local ? 'i' : 'r'}${ref.num}`,
       direction,
       log: this.log.newScope(`${ref.local ? 'i' : 'r'}${ref.num}`),

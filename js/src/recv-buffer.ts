@@ -65,7 +65,8 @@ export class RecvBuffer {
   /** Takes everything unread, in order. */
   takeAll (): Uint8ArrayList {
     this.sealGather()
-    const out = new Uint8ArrayList(...this.chunks)
+    const out = new Uint8ArrayList()
+    for (const chunk of this.chunks) out.append(chunk)
     this.chunks.length = 0
     this.small = 0
     this.unread = 0

@@ -133,32 +133,44 @@ function memory (): number {
   return usage.heapUsed + usage.arrayBuffers
 }
 
+/**
+ * A hostile peer fills a stream's window in 64 KiB frames while the application's `for await`
+ * loop takes one message and then never finishes its body (with a `message` listener beside
+ * it if `withListener`). Returns what the loop pulled, what the listener saw, and the credit
+ * our side granted back.
+ */
+async function stalledLoop (withListener: boolean): Promise<{ pulled: number, listened: number, granted: number }> {
+  const { peer, muxer, send } = hostile()
+  // What our side grants, read from its frames.
+  let granted = 0
+  const decoder = new FrameDecoder('extension')
+  peer.addEventListener('message', (evt) => {
+    decoder.push(evt.data)
+    for (let f = decoder.next(); f !== undefined; f = decoder.next()) if (f.type === 'window-update') granted += f.credit
+  })
+  let stream: HalfcloseStream | undefined
+  muxer.addEventListener('stream', (evt) => { stream = evt.detail })
+  send([{ type: 'new-stream', num: 0, name: new Uint8Array() }])
+  await until(() => stream !== undefined, 'the stream opens')
+  let listened = 0
+  if (withListener) stream!.addEventListener('message', (evt) => { listened += evt.data.byteLength })
+  let pulled = 0
+  void (async () => {
+    for await (const chunk of stream!) {
+      pulled += chunk.byteLength
+      await new Promise(() => {})
+    }
+  })()
+  const body = new Uint8Array(64 * 1024)
+  for (let i = 0; i < 4; i++) send([{ type: 'message', num: 0, initiator: true, data: body }])
+  await until(() => pulled > 0 && stream!.bufferedBytes === INITIAL_WINDOW - pulled, 'the window arrives')
+  for (let i = 0; i < 100; i++) await new Promise(resolve => setImmediate(resolve))
+  return { pulled, listened, granted }
+}
+
 describe('a hostile peer, measured as memory', () => {
   it('a reader that stalls inside `for await` holds the peer at the window: no credit goes back for data it did not pull', async () => {
-    const { peer, muxer, send } = hostile()
-    // What our side grants, read from its frames.
-    let granted = 0
-    const decoder = new FrameDecoder('extension')
-    peer.addEventListener('message', (evt) => {
-      decoder.push(evt.data)
-      for (let f = decoder.next(); f !== undefined; f = decoder.next()) if (f.type === 'window-update') granted += f.credit
-    })
-    let stream: HalfcloseStream | undefined
-    muxer.addEventListener('stream', (evt) => { stream = evt.detail })
-    send([{ type: 'new-stream', num: 0, name: new Uint8Array() }])
-    await until(() => stream !== undefined, 'the stream opens')
-    let pulled = 0
-    // The application takes one message, then its loop body never finishes.
-    void (async () => {
-      for await (const chunk of stream!) {
-        pulled += chunk.byteLength
-        await new Promise(() => {})
-      }
-    })()
-    const body = new Uint8Array(64 * 1024)
-    for (let i = 0; i < 4; i++) send([{ type: 'message', num: 0, initiator: true, data: body }])
-    await until(() => pulled > 0 && stream!.bufferedBytes === INITIAL_WINDOW - pulled, 'the window arrives')
-    for (let i = 0; i < 100; i++) await new Promise(resolve => setImmediate(resolve))
+    const { pulled, granted } = await stalledLoop(false)
     assert.equal(pulled, 64 * 1024)
     // 64 KiB pulled is under half the window: nothing granted; the peer may send nothing more.
     assert.equal(granted, 0)
@@ -245,4 +257,188 @@ describe('a hostile peer, measured as memory', () => {
     // the batches before it: 13 bytes a Pong, gathered into one buffer per write.
     assert.ok(answered < 64 * 1024, `${answered} bytes of answers queued`)
   })
+})
+
+describe('writes, as js-libp2p applications make them', () => {
+  /** Byte `i` of a stream: a pattern that shows loss, duplication and reordering. */
+  const patternByte = (i: number): number => (i * 7 + Math.floor(i / 251)) & 255
+
+  /** Writes `total` bytes in writes of `size`, waiting for drain when `send` says so. */
+  async function write (stream: Stream, total: number, size: number): Promise<{ waits: number, earlyWakes: number }> {
+    let waits = 0
+    let earlyWakes = 0
+    let drains = 0
+    stream.addEventListener('drain', () => { drains++ })
+    for (let at = 0; at < total; at += size) {
+      const chunk = new Uint8Array(Math.min(size, total - at))
+      for (let i = 0; i < chunk.length; i++) chunk[i] = patternByte(at + i)
+      if (!stream.send(chunk)) {
+        waits++
+        const drainsBefore = drains
+        await stream.onDrain()
+        // `onDrain` resolves when the stream drained, not before.
+        if (drains === drainsBefore) earlyWakes++
+      }
+    }
+    await stream.close()
+    return { waits, earlyWakes }
+  }
+
+  async function readChecked (stream: Stream): Promise<number> {
+    let at = 0
+    for await (const chunk of stream) {
+      for (const byte of chunk.subarray()) {
+        if (byte !== patternByte(at)) assert.fail(`byte ${at} is ${byte}, not ${patternByte(at)}`)
+        at++
+      }
+    }
+    return at
+  }
+
+  for (const size of [1, 30, 16 * 1024 + 1, 64 * 1024 + 1]) {
+    it(`4 MiB in writes of ${size} bytes that wait for drain arrive whole, in order, and end with close`, { timeout: 120_000 }, async () => {
+      // 1- and 30-byte writes once lost data (js-libp2p put back what the muxer could not take
+      // yet with a call of one argument per write, which overflowed the stack) or crashed
+      // when encoded; and `onDrain` resolved at once after the first drain.
+      const { dialer, incoming } = muxers()
+      const stream = await dialer.createStream()
+      await until(() => incoming.length === 1, 'the stream arrives')
+      const total = 4 * 1024 * 1024
+      const [written, read] = await Promise.all([write(stream, total, size), readChecked(incoming[0])])
+      assert.equal(read, total)
+      assert.ok(written.waits > 0, 'the writer met a full stream')
+      assert.equal(written.earlyWakes, 0)
+    })
+  }
+
+  it('a million 1-byte writes cost about their bytes while they wait, not an array per byte', { timeout: 120_000 }, async () => {
+    const { dialer, incoming } = muxers()
+    const stream = await dialer.createStream()
+    await until(() => incoming.length === 1, 'the stream arrives')
+    const remote = incoming[0]
+    const before = memory()
+    // Nobody reads: the writer fills the window and the stream's queue, then waits.
+    const one = new Uint8Array([1])
+    let sent = 0
+    for (; sent < 1_000_000; sent++) {
+      if (!stream.send(one)) break
+    }
+    await until(() => remote.bufferedBytes === INITIAL_WINDOW, 'the window fills')
+    const held = memory() - before
+    // The window's bytes at the reader, gathered, and what the writer queued past the
+    // window (js-libp2p's queue, an array per write until `send` says no).
+    assert.ok(sent < INITIAL_WINDOW + 64 * 1024, `send took ${sent} writes before saying no`)
+    assert.ok(held < 4 * 1024 * 1024, `held ${held} bytes`)
+  })
+})
+
+describe('readers of one stream: loops, listeners and how the stream ends', () => {
+  /** Reads `stream` with `for await`, collecting text; the promise says how the loop ended. */
+  async function collect (stream: Stream, into: string[], onChunk?: (n: number) => Promise<void> | void): Promise<string> {
+    try {
+      for await (const chunk of stream) {
+        into.push(new TextDecoder().decode(chunk.subarray()))
+        await onChunk?.(into.length)
+      }
+      return 'end'
+    } catch (err) {
+      return (err as Error).name
+    }
+  }
+
+  async function openPair (): Promise<{ writer: HalfcloseStream, reader: HalfcloseStream, dialer: HalfcloseStreamMuxer, listener: HalfcloseStreamMuxer }> {
+    const { dialer, listener, incoming } = muxers()
+    const writer = await dialer.createStream()
+    await until(() => incoming.length === 1, 'the stream arrives')
+    return { writer, reader: incoming[0], dialer, listener }
+  }
+
+  const text = (s: string): Uint8Array => new TextEncoder().encode(s)
+
+  it('a `message` listener added while a loop reads takes nothing from the loop: both see the messages', async () => {
+    const { writer, reader } = await openPair()
+    const looped: string[] = []
+    const listened: string[] = []
+    const loop = collect(reader, looped, (n) => {
+      if (n === 1) reader.addEventListener('message', (evt) => { listened.push(new TextDecoder().decode(evt.data.subarray())) })
+    })
+    for (const word of ['one', 'two', 'three']) {
+      writer.send(text(word))
+      await until(() => looped.at(-1) === word, `the loop reads ${word}`)
+    }
+    await writer.close()
+    assert.equal(await loop, 'end')
+    assert.deepEqual(looped, ['one', 'two', 'three'])
+    assert.deepEqual(listened, ['two', 'three'])
+  })
+
+  it('two loops reading at once each get every message, in order, and both end', async () => {
+    const { writer, reader } = await openPair()
+    const first: string[] = []
+    const second: string[] = []
+    const loops = [collect(reader, first), collect(reader, second)]
+    for (const word of ['a', 'b', 'c']) {
+      writer.send(text(word))
+      await until(() => first.at(-1) === word && second.at(-1) === word, `both read ${word}`)
+    }
+    await writer.close()
+    assert.deepEqual(await Promise.all(loops), ['end', 'end'])
+    assert.deepEqual(first, ['a', 'b', 'c'])
+    assert.deepEqual(second, ['a', 'b', 'c'])
+  })
+
+  it('a loop that stalls holds the peer at the window also with a `message` listener beside it', async () => {
+    const { pulled, listened, granted } = await stalledLoop(true)
+    // The listener saw what the loop took, and no more: js-libp2p's own iterator would have
+    // queued everything the listener saw, and credit gone back for it without end.
+    assert.equal(pulled, 64 * 1024)
+    assert.equal(listened, 64 * 1024)
+    assert.equal(granted, 0)
+  })
+
+  it("the peer's Close then Reset while a loop waits: all the data, then a clean end (§5, Finished + Reset)", async () => {
+    const { muxer, send } = hostile()
+    let stream: HalfcloseStream | undefined
+    muxer.addEventListener('stream', (evt) => { stream = evt.detail })
+    send([{ type: 'new-stream', num: 0, name: new Uint8Array() }])
+    await until(() => stream !== undefined, 'the stream opens')
+    const got: string[] = []
+    const loop = collect(stream!, got)
+    await new Promise(resolve => setImmediate(resolve))
+    // A plain-mplex habit: a stream written to the end is given up with Close, then Reset.
+    send([
+      { type: 'message', num: 0, initiator: true, data: text('all of it') },
+      { type: 'close', num: 0, initiator: true },
+      { type: 'reset', num: 0, initiator: true, code: 5 }
+    ])
+    assert.equal(await loop, 'end')
+    assert.deepEqual(got, ['all of it'])
+    assert.equal(stream!.resetCode, 5)
+  })
+
+  it('a Reset without Close that came before any loop started: a later loop fails with StreamResetError', async () => {
+    const { writer, reader } = await openPair()
+    writer.send(text('cut off'))
+    writer.abort(new Error('gone'))
+    await until(() => reader.status === 'reset', 'the Reset arrives')
+    assert.equal(await collect(reader, []), 'StreamResetError')
+  })
+
+  for (const side of ['reader', 'writer'] as const) {
+    it(`a connection lost (on the ${side}'s side) before the peer closed the stream: the loop fails with ConnectionClosedError`, async () => {
+      const [outbound, inbound] = multiaddrConnectionPair()
+      const dialer = new HalfcloseStreamMuxer(outbound)
+      const listener = new HalfcloseStreamMuxer(inbound)
+      const incoming: HalfcloseStream[] = []
+      listener.addEventListener('stream', (evt) => { incoming.push(evt.detail) })
+      const writer = await dialer.createStream()
+      await until(() => incoming.length === 1, 'the stream arrives')
+      const got: string[] = []
+      const loop = collect(incoming[0], got)
+      writer.send(text('some'))
+      await until(() => got.length === 1, 'data arrives')
+      ;(side === 'reader' ? inbound : outbound).abort(new Error('the link failed'))
+      assert.equal(await loop, 'ConnectionClosedError')
+    })
+  }
 })
