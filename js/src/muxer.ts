@@ -61,6 +61,24 @@ export function resetCodeOf (err: unknown): Uint {
   return 0
 }
 
+/** Whether `piece` shows less than half of the memory it keeps alive. */
+const wasteful = (piece: Uint8Array): boolean => piece.byteLength * 2 < piece.buffer.byteLength
+
+/**
+ * `data` as a reader may keep it: a piece that shows less than half of the buffer behind it
+ * (a 1-byte message in a 64 KiB chunk of the connection) is copied, so that a reader holding
+ * messages holds at most twice their bytes; larger views go as they are.
+ */
+function withoutWastefulViews (data: Uint8Array | Uint8ArrayList): Uint8Array | Uint8ArrayList {
+  if (data instanceof Uint8Array) return wasteful(data) ? new Uint8Array(data) : data
+  let any = false
+  for (const piece of data) any ||= wasteful(piece)
+  if (!any) return data
+  const out = new Uint8ArrayList()
+  for (const piece of data) out.append(wasteful(piece) ? new Uint8Array(piece) : piece)
+  return out
+}
+
 /** The length of the first array `list` holds. */
 function firstLength (list: Uint8ArrayList): number {
   for (const first of list) return first.byteLength
@@ -79,6 +97,8 @@ export class HalfcloseStream extends AbstractStream {
 
   /** Why the stream ended, if it failed: a reader that comes later fails with it too. */
   private endError: Error | undefined
+  /** The error the stream ended with, as it came: what a waiting writer fails with. */
+  private closedWith: Error | undefined
   /** The peer had closed writing when it reset the stream: its data is complete (§5). */
   private finishedBeforeReset = false
 
@@ -87,6 +107,7 @@ export class HalfcloseStream extends AbstractStream {
     this.ref = init.ref
     this.muxer = init.muxer
     this.addEventListener('close', (evt) => {
+      this.closedWith = evt.error
       this.endError = this.readError(evt.error)
       this.wakeReaders()
     })
@@ -129,26 +150,63 @@ export class HalfcloseStream extends AbstractStream {
   }
 
   /**
-   * Waits until the stream takes writes again, or fails if it ends first. (js-libp2p 3's own
-   * keeps the promise of the first drain resolved for good: a writer that met a full stream
-   * again would not wait, and would queue without end without yielding to the event loop.)
+   * Waits until the stream has handed all queued writes to the muxer, or fails if it can no
+   * longer be written: the peer stopped reading (`StreamStoppedError`), the stream ended
+   * (with its error), or it was closed for writing. (js-libp2p 3's own resolves at every
+   * grant, however little it let through, and after the first drain at once for good, so a
+   * writer that awaits it queued without end; and it never settles once the stream ended.)
    */
   override async onDrain (options?: AbortOptions): Promise<void> {
-    options?.signal?.throwIfAborted()
-    if (!this.writableNeedsDrain) return
-    await new Promise<void>((resolve, reject) => {
-      const done = (): void => {
-        this.removeEventListener('drain', onDrained)
-        this.removeEventListener('close', onClose)
-        options?.signal?.removeEventListener('abort', onAbort)
-      }
-      const onDrained = (): void => { done(); resolve() }
-      const onClose = (evt: Event & { error?: Error }): void => { done(); reject(evt.error ?? new StreamStateError('the stream closed while a write waited for it to drain')) }
-      const onAbort = (): void => { done(); reject(options?.signal?.reason) }
-      this.addEventListener('drain', onDrained)
-      this.addEventListener('close', onClose)
-      options?.signal?.addEventListener('abort', onAbort)
+    for (;;) {
+      options?.signal?.throwIfAborted()
+      this.throwIfNotWritable()
+      if (!this.writableNeedsDrain && this.writeBuffer.byteLength === 0) return
+      await new Promise<void>((resolve, reject) => {
+        const done = (): void => {
+          this.removeEventListener('drain', onDrained)
+          this.removeEventListener('close', onClosed)
+          options?.signal?.removeEventListener('abort', onAbort)
+        }
+        // js-libp2p hands the queued writes over in a microtask queued before this one.
+        const onDrained = (): void => { done(); queueMicrotask(resolve) }
+        const onClosed = (): void => { done(); resolve() }
+        const onAbort = (): void => { done(); reject(options?.signal?.reason) }
+        this.addEventListener('drain', onDrained)
+        this.addEventListener('close', onClosed)
+        options?.signal?.addEventListener('abort', onAbort)
+      })
+    }
+  }
+
+  private throwIfNotWritable (): void {
+    if (this.stoppedCode !== undefined) throw new StreamStoppedError(this.stoppedCode)
+    if (this.status !== 'open') throw this.closedWith ?? new StreamStateError(`the stream is ${this.status}`)
+    if (this.writeStatus === 'closed') throw new StreamStateError('the stream is closed for writing')
+  }
+
+  /**
+   * Closes writing once the queued writes are sent: the peer reads all data, then its end.
+   * Settles also when the stream ends meanwhile, with its error (js-libp2p 3's own then waits
+   * for a drain that never comes, or rejects with an event rather than an error).
+   */
+  override async close (options?: AbortOptions): Promise<void> {
+    let onClosed: ((evt: Event & { error?: Error }) => void) | undefined
+    const ended = new Promise<void>((resolve, reject) => {
+      onClosed = (evt) => { evt.error === undefined ? resolve() : reject(evt.error) }
+      this.addEventListener('close', onClosed)
     })
+    const closing = super.close(options).catch((err: unknown) => {
+      if (err instanceof Event) throw (err as Event & { error?: Error }).error ?? new StreamStateError('the stream ended while closing')
+      throw err
+    })
+    // Whichever loses the race may still fail: that is not unhandled.
+    ended.catch(() => {})
+    closing.catch(() => {})
+    try {
+      await Promise.race([closing, ended])
+    } finally {
+      this.removeEventListener('close', onClosed!)
+    }
   }
 
   /**
@@ -317,7 +375,7 @@ export class HalfcloseStream extends AbstractStream {
    */
   offer (data: Uint8Array | Uint8ArrayList): boolean {
     if (this.readBuffer.byteLength > 0 || !this.takesData()) return false
-    this.hand(data)
+    this.hand(withoutWastefulViews(data))
     return true
   }
 
@@ -340,8 +398,7 @@ export class HalfcloseStream extends AbstractStream {
   remoteClosedReading (code: Uint): void {
     this.stoppedCode = code
     this.onRemoteCloseRead()
-    // A writer waiting for room wakes and learns of it from its next send (before the stream
-    // may close below, which would fail its wait with a plain StreamClosedError).
+    // A writer waiting in `onDrain` wakes and fails with StreamStoppedError.
     if (this.writableNeedsDrain) this.onMuxerDrain()
     if (this.writeStatus !== 'closed') {
       this.writeStatus = 'closed'

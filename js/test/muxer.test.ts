@@ -442,3 +442,101 @@ describe('readers of one stream: loops, listeners and how the stream ends', () =
     })
   }
 })
+
+describe('writers waiting for drain, and closing', () => {
+  /** Our stream to a hostile peer that grants nothing beyond the initial window. */
+  async function blockedWriter (init: { maxWriteBufferLength?: number } = {}): Promise<{ stream: HalfcloseStream, send: (frames: Frame[]) => void }> {
+    const { muxer, send } = hostile()
+    const stream = await muxer.createStream(init)
+    const chunk = new Uint8Array(64 * 1024)
+    while (stream.send(chunk)) {}
+    return { stream, send }
+  }
+
+  it('a writer that awaits onDrain queues at most one write, however little each grant lets through', async () => {
+    const { stream, send } = await blockedWriter()
+    const chunk = new Uint8Array(64 * 1024)
+    let queuedMost = 0
+    const writing = (async () => {
+      for (;;) {
+        await stream.onDrain()
+        stream.send(chunk)
+        queuedMost = Math.max(queuedMost, stream.writeBufferLength)
+      }
+    })()
+    writing.catch(() => {})
+    // 2,000 grants of 1 byte: js-libp2p's own onDrain let a write in after each, so the
+    // queue grew by 64 KiB per grant (a 12 KB trickle of grants queued 197 MB).
+    for (let i = 0; i < 2000; i++) {
+      send([{ type: 'window-update', num: 0, initiator: false, credit: 1 }])
+      await new Promise(resolve => setImmediate(resolve))
+    }
+    assert.ok(queuedMost <= chunk.length, `queued ${queuedMost} bytes`)
+    stream.abort(new Error('done'))
+  })
+
+  it('onDrain on a stream that ended fails with its error instead of waiting for good', { timeout: 10_000 }, async () => {
+    const { stream } = await blockedWriter()
+    const waiting = stream.onDrain()
+    stream.abort(Object.assign(new Error('given up'), { code: 3 }))
+    await assert.rejects(waiting, /given up/)
+    await assert.rejects(stream.onDrain(), /given up/)
+  })
+
+  it('a write beyond maxWriteBufferLength aborts the stream, and the writer waiting for drain learns it', { timeout: 10_000 }, async () => {
+    const { stream } = await blockedWriter({ maxWriteBufferLength: 300_000 })
+    // js-libp2p aborts the stream and returns false: the usual `await onDrain()` must not hang.
+    assert.equal(stream.send(new Uint8Array(1024 * 1024)), false)
+    await assert.rejects(stream.onDrain(), (err: Error) => err.name === 'StreamBufferError')
+  })
+
+  for (const [ending, end] of [
+    ['a local abort', (s: HalfcloseStream) => { s.abort(new Error('given up')) }],
+    ['a lost connection', (s: HalfcloseStream) => { s.onTransportClosed() }]
+  ] as const) {
+    it(`close() with writes still queued settles with the error at ${ending}`, { timeout: 10_000 }, async () => {
+      const { stream } = await blockedWriter()
+      // js-libp2p's close waits for a drain after the stream ended: it never settled.
+      const closing = stream.close()
+      await new Promise(resolve => setImmediate(resolve))
+      end(stream)
+      await assert.rejects(closing)
+    })
+  }
+})
+
+describe('what a reader keeps alive', () => {
+  it('1-byte messages handed to stalled loops keep their bytes alive, not the chunks they came in', async () => {
+    const { muxer, send } = hostile()
+    const streams: HalfcloseStream[] = []
+    muxer.addEventListener('stream', (evt) => { streams.push(evt.detail) })
+    const readers = 16
+    send(Array.from({ length: 2 * readers }, (_, num) => ({ type: 'new-stream' as const, num, name: new Uint8Array() })))
+    await until(() => streams.length === 2 * readers, 'the streams open')
+    const held: unknown[] = []
+    for (const stream of streams.slice(0, readers)) {
+      void (async () => {
+        for await (const message of stream) {
+          held.push(message)
+          await new Promise(() => {})
+        }
+      })()
+    }
+    await new Promise(resolve => setImmediate(resolve))
+    const before = memory()
+    // Each chunk: a 1-byte message for a stalled loop, and 16,000 1-byte messages for a stream
+    // nobody reads (gathered into buffers of their size): 48 KB that the loop's message must
+    // not keep alive.
+    let data = 0
+    for (let i = 0; i < readers; i++) {
+      const frames: Frame[] = [{ type: 'message', num: i, initiator: true, data: new Uint8Array([7]) }]
+      for (let k = 0; k < 16_000; k++) frames.push({ type: 'message', num: readers + i, initiator: true, data: new Uint8Array([1]) })
+      data += 16_001
+      send(frames)
+      await new Promise(resolve => setImmediate(resolve))
+    }
+    await until(() => held.length === readers, 'every loop holds its message')
+    const grew = memory() - before
+    assert.ok(grew < 2 * data + 64 * 1024, `${grew} bytes for ${data} bytes of data`)
+  })
+})
