@@ -65,6 +65,8 @@ class StreamEntry {
   readonly buffer = new RecvBuffer()
   /** The application let go of the stream. */
   released = false
+  /** The window counts against the connection's budget (until receiving is over and drained). */
+  windowCounted = true
 
   /** Done on the wire (PROTOCOL.md §5): nothing more will be sent or received. */
   get done (): boolean {
@@ -108,6 +110,11 @@ export class Connection {
   /** Streams known, of both sides (including those let go whose last frames are pending). */
   get numStreams (): number {
     return this.local.size + this.remote.size
+  }
+
+  /** The largest Message body sent. */
+  get splitSize (): number {
+    return this.config.splitSize
   }
 
   /** How many frames wait to be taken by {@link Connection.takeFrames}. */
@@ -238,6 +245,7 @@ export class Connection {
     if (entry === undefined || entry.buffer.unread === 0) return undefined
     const data = entry.buffer.takeAll()
     if (entry.recv === 'open') this.consumed(stream, entry, data.byteLength)
+    this.settleWindow(entry)
     return data
   }
 
@@ -250,6 +258,7 @@ export class Connection {
     const data = entry?.buffer.takeOne()
     if (entry === undefined || data === undefined) return undefined
     if (entry.recv === 'open') this.consumed(stream, entry, data.byteLength)
+    this.settleWindow(entry)
     return data
   }
 
@@ -397,12 +406,25 @@ export class Connection {
     return (stream.local ? this.local : this.remote).get(stream.num)
   }
 
+  /**
+   * A stream whose receiving is over (the peer's Close, close-read or reset) and drained holds
+   * nothing more and will be granted nothing more: its window stops counting against the
+   * budget, so that a half-closed stream that only sends does not keep other windows from
+   * growing.
+   */
+  private settleWindow (entry: StreamEntry): void {
+    if (!entry.windowCounted || entry.recv === 'open' || entry.buffer.unread > 0) return
+    entry.windowCounted = false
+    this.windowTotal -= entry.window.size
+  }
+
   private forgetIfDone (stream: StreamRef, entry: StreamEntry): void {
+    this.settleWindow(entry)
     if (!entry.released || !entry.done) return
     const map = stream.local ? this.local : this.remote
     if (map.get(stream.num) !== entry) return
     map.delete(stream.num)
-    this.windowTotal -= entry.window.size
+    if (entry.windowCounted) this.windowTotal -= entry.window.size
   }
 }
 

@@ -355,4 +355,27 @@ describe('flow control (PROTOCOL.md §6)', () => {
     assert.equal(grownWindow(4 * INITIAL_WINDOW), INITIAL_WINDOW)
     assert.equal(grownWindow(1024 * INITIAL_WINDOW), 64 * INITIAL_WINDOW, 'up to the maximum')
   })
+
+  it('a stream whose receiving is over and drained gives its window back to the budget, also while it still sends', () => {
+    // 4 streams' initial windows reserved; of 5 windows' budget, one is left to grow by.
+    const p = new Pair({ maxStreams: 4, connectionBudget: 5 * INITIAL_WINDOW, maxStreamWindow: 64 * INITIAL_WINDOW })
+    const grow = (s: { sa: StreamRef, sb: StreamRef }): number | undefined => {
+      for (let round = 0; round < 200; round++) {
+        p.a.write(s.sa, bytes(INITIAL_WINDOW * 8))
+        p.run(1)
+        p.b.read(s.sb)
+      }
+      return p.b.receiveWindow(s.sb)
+    }
+    const first = p.open()
+    assert.equal(grow(first), 2 * INITIAL_WINDOW)
+    // The peer finishes sending on the first stream; it stays open for b's writes.
+    p.a.closeWrite(first.sa)
+    p.run(1)
+    p.b.read(first.sb)
+    assert.equal(p.b.state(first.sb)?.send, 'open')
+    // A second stream may now grow into the first one's two windows (it doubles, then grows by
+    // the one window left); before, the budget stayed spent and it could not grow at all.
+    assert.equal(grow(p.open()), 3 * INITIAL_WINDOW)
+  })
 })

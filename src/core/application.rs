@@ -176,6 +176,7 @@ impl Connection {
                 self.queue_control(Frame::Ping { nonce });
             }
         }
+        self.settle_window(id);
         self.resume_reading_if_drained();
         Ok(ReadOutcome::Data(data))
     }

@@ -167,6 +167,7 @@ impl Connection {
         if entry.recv == RecvState::Open {
             tracing::trace!(stream = %id, "peer closed its write side");
             entry.recv = RecvState::Finished;
+            self.settle_window(id);
         }
     }
 

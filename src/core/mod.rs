@@ -284,6 +284,24 @@ impl Connection {
             self.buffered_frames -= entry.received.frames() as u64;
             self.buffered_total -= entry.received.discard() as u64;
         }
+        self.settle_window(id);
+    }
+
+    /// A stream whose receiving is over (the peer's Close, close-read or reset) and that holds
+    /// nothing it received will be granted nothing more: its window stops counting against the
+    /// budget, so that a half-closed stream that only sends does not keep other streams'
+    /// windows from growing.
+    fn settle_window(&mut self, id: StreamId) {
+        if self.mode != Mode::Extension {
+            return;
+        }
+        let Some(entry) = self.streams.get_mut(&id) else {
+            return;
+        };
+        if entry.window_counted && entry.recv != RecvState::Open && entry.received.held() == 0 {
+            entry.window_counted = false;
+            self.window_total -= entry.recv_window.size();
+        }
     }
 
     /// What the connection's buffered frames count against its budget in plain mplex: their
@@ -296,7 +314,7 @@ impl Connection {
     fn forget(&mut self, id: StreamId, entry: &StreamEntry) {
         self.buffered_total -= entry.received.unread() as u64;
         self.buffered_frames -= entry.received.frames() as u64;
-        if self.mode == Mode::Extension {
+        if self.mode == Mode::Extension && entry.window_counted {
             self.window_total -= entry.recv_window.size();
         }
         self.resume_reading_if_drained();

@@ -105,6 +105,9 @@ pub(crate) struct StreamEntry {
     /// The application dropped its handle; the stream stays (and keeps its slot under the
     /// stream limit) only until its last frames are handed to the socket.
     pub(crate) dropped: bool,
+    /// Extension mode: the receive window counts against the connection's budget (until
+    /// receiving is over and drained: see `Connection::settle_window`).
+    pub(crate) window_counted: bool,
 }
 
 impl StreamEntry {
@@ -124,6 +127,7 @@ impl StreamEntry {
             peer_stopped: false,
             announced,
             dropped: false,
+            window_counted: true,
         }
     }
 }

@@ -261,3 +261,32 @@ fn windows_that_grew_first_leave_room_for_every_stream_that_may_still_open() {
     assert!(total <= bound, "windows sum to {total}, bound {bound}");
     assert!(p.b.held_bytes() <= bound, "{} bytes held", p.b.held_bytes());
 }
+
+#[test]
+fn a_stream_whose_receiving_is_over_and_drained_gives_its_window_back_while_it_still_sends() {
+    // 4 streams at most, a budget of 5 initial windows: 4 are reserved, 1 is left to grow by.
+    let mut config = Config::default();
+    config
+        .set_max_connection_buffer(5 * INITIAL_WINDOW)
+        .set_max_num_streams(4)
+        .set_max_stream_window(64 * INITIAL_WINDOW);
+    let mut p = Pair::with_config(Mode::Extension, config);
+    let mut now = std::time::Instant::now();
+    let (a1, b1) = p.open();
+    grow_over_a_long_link(&mut p, a1, b1, &mut now, 100);
+    assert_eq!(p.b.receive_window(b1), Some(2 * INITIAL_WINDOW));
+    // The peer finishes sending on the first stream, which stays open for b's writes.
+    p.a.close_write(a1).unwrap();
+    p.deliver();
+    let (_, end) = read_all(&mut p.b, b1);
+    assert!(matches!(end, Ok(ReadOutcome::Eof)));
+    assert_eq!(
+        p.b.write(b1, b"still sending").unwrap(),
+        WriteOutcome::Written(13)
+    );
+    // A second stream may grow into the first one's two windows (it doubles, then grows by the
+    // one window left); before, the budget stayed spent and it could not grow at all.
+    let (a2, b2) = p.open();
+    grow_over_a_long_link(&mut p, a2, b2, &mut now, 100);
+    assert_eq!(p.b.receive_window(b2), Some(3 * INITIAL_WINDOW));
+}
