@@ -86,6 +86,8 @@ export class Connection {
   private readonly remote = new Map<Uint, StreamEntry>()
   private nextLocal = 0
   private frames: Frame[] = []
+  /** Bytes of Message bodies in `frames`. */
+  private queuedData = 0
   private events: CoreEvent[] = []
   private refusedInARow = 0
   /** The sum of the known streams' receive windows. */
@@ -126,7 +128,13 @@ export class Connection {
   takeFrames (): Frame[] {
     const frames = this.frames
     this.frames = []
+    this.queuedData = 0
     return frames
+  }
+
+  /** Bytes of Message bodies among the frames waiting to be taken. */
+  get queuedDataBytes (): number {
+    return this.queuedData
   }
 
   /** Events for the application, in order. */
@@ -180,6 +188,7 @@ export class Connection {
       at = Math.min(len, this.config.splitSize - last.data.byteLength)
       if (at > 0) for (const piece of data.sublist(0, at)) last.data.append(piece)
     }
+    this.queuedData += len
     for (; at < len; at += this.config.splitSize) {
       const end = Math.min(len, at + this.config.splitSize)
       this.frames.push({ type: 'message', num: stream.num, initiator: stream.local, data: data.sublist(at, end) })

@@ -81,6 +81,27 @@ function withoutWastefulViews (data: Uint8Array | Uint8ArrayList): Uint8Array | 
   return out
 }
 
+/**
+ * How much bulk data one write to the connection gathers at most: a writer that awaits each
+ * write would otherwise have each 64 KiB leave in a write (and an encrypted message) of its own.
+ */
+const BULK_BATCH = 1024 * 1024
+
+/** Runs `task` in a later turn of the event loop (after I/O), not as a microtask. */
+const setImmediateIfAny = (globalThis as { setImmediate?: (task: () => void) => unknown }).setImmediate
+const nextTurn: (task: () => void) => void = setImmediateIfAny !== undefined
+  ? (task) => { setImmediateIfAny(task) }
+  : (() => {
+      // Browsers: a message to oneself is a task without setTimeout's clamping.
+      const channel = new MessageChannel()
+      const tasks: Array<() => void> = []
+      channel.port1.onmessage = () => { tasks.shift()?.() }
+      return (task: () => void) => {
+        tasks.push(task)
+        channel.port2.postMessage(null)
+      }
+    })()
+
 /** The length of the first array `list` holds. */
 function firstLength (list: Uint8ArrayList): number {
   for (const first of list) return first.byteLength
@@ -531,12 +552,27 @@ export class HalfcloseStreamMuxer extends AbstractStreamMuxer<HalfcloseStream> {
     if (!this.flushScheduled) {
       this.flushScheduled = true
       queueMicrotask(() => {
+        const data = this.core.queuedDataBytes
+        if (data >= this.core.splitSize && data < BULK_BATCH) {
+          // Bulk data: a writer that awaits each write yields to microtasks between them, so
+          // gather its writes of this turn of the event loop into one write (up to BULK_BATCH).
+          nextTurn(() => {
+            this.flushScheduled = false
+            this.flushNow()
+          })
+          return
+        }
         this.flushScheduled = false
         this.flushNow()
       })
     }
-    return !this.saturated
+    if (this.core.queuedDataBytes < BULK_BATCH) return !this.saturated
+    this.batchFull = true
+    return false
   }
+
+  /** A stream was told to wait because a batch of bulk data was full (see {@link flush}). */
+  private batchFull = false
 
   private flushNow (): boolean {
     const frames = this.core.takeFrames()
@@ -557,6 +593,11 @@ export class HalfcloseStreamMuxer extends AbstractStreamMuxer<HalfcloseStream> {
     if (this.maConn.status !== 'open') return false
     const more = this.send(out)
     if (!more) this.saturated = true
+    if (more && this.batchFull) {
+      // The batch went out and the connection takes more: the writers it held wait no longer.
+      this.batchFull = false
+      for (const stream of this.streams) if (stream.writableNeedsDrain) stream.onMuxerDrain()
+    }
     return more
   }
 

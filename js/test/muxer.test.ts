@@ -540,3 +540,31 @@ describe('what a reader keeps alive', () => {
     assert.ok(grew < 2 * data + 64 * 1024, `${grew} bytes for ${data} bytes of data`)
   })
 })
+
+describe('how writes leave', () => {
+  it('a writer that awaits each 64 KiB write has its writes gathered into few connection writes', async () => {
+    const { dialer, incoming } = muxers()
+    let connectionWrites = 0
+    const send = dialer.send.bind(dialer)
+    dialer.send = (data) => {
+      connectionWrites++
+      return send(data)
+    }
+    const stream = await dialer.createStream()
+    await until(() => incoming.length === 1, 'the stream arrives')
+    let read = 0
+    const reading = (async () => { for await (const chunk of incoming[0]) read += chunk.byteLength })()
+    const chunk = new Uint8Array(64 * 1024)
+    const writes = 64
+    const before = connectionWrites
+    // The usual application loop: an awaited helper per write, which yields to microtasks.
+    const write = async (): Promise<void> => { if (!stream.send(chunk)) await stream.onDrain() }
+    for (let i = 0; i < writes; i++) await write()
+    await stream.close()
+    await reading
+    assert.equal(read, writes * chunk.length)
+    // Each write left in a connection write of its own (64 and more); now they leave in
+    // batches of up to 1 MiB (4 MiB: a handful, with the window updates' turns between).
+    assert.ok(connectionWrites - before <= writes / 4, `${connectionWrites - before} connection writes for ${writes} writes`)
+  })
+})
