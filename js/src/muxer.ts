@@ -537,7 +537,7 @@ export class HalfcloseStreamMuxer extends AbstractStreamMuxer<HalfcloseStream> {
       ref = this.core.open()
     }
     const stream = this.newStream(ref, 'outbound', options)
-    this.flush() // the NewStream goes out now: the peer sees the stream before any data
+    nextTurn(() => { this.flush() }) // the NewStream goes out with the first data, or after this turn
     return stream
   }
 
