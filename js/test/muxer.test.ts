@@ -567,4 +567,31 @@ describe('how writes leave', () => {
     // batches of up to 1 MiB (4 MiB: a handful, with the window updates' turns between).
     assert.ok(connectionWrites - before <= writes / 4, `${connectionWrites - before} connection writes for ${writes} writes`)
   })
+
+  it('sixteen writers woken together leave in connection writes of 1 MiB and one write per writer at most', async () => {
+    const { dialer, incoming } = muxers()
+    let largest = 0
+    const send = dialer.send.bind(dialer)
+    dialer.send = (data) => {
+      largest = Math.max(largest, data.byteLength)
+      return send(data)
+    }
+    const writers = 16
+    const streams = []
+    for (let i = 0; i < writers; i++) streams.push(await dialer.createStream())
+    await until(() => incoming.length === writers, 'the streams arrive')
+    let read = 0
+    const reading = incoming.map(async (stream) => { for await (const chunk of stream) read += chunk.byteLength })
+    const chunk = new Uint8Array(64 * 1024)
+    const perWriter = 2 * 1024 * 1024
+    await Promise.all(streams.map(async (stream) => {
+      for (let sent = 0; sent < perWriter; sent += chunk.length) if (!stream.send(chunk)) await stream.onDrain()
+      await stream.close()
+    }))
+    await Promise.all(reading)
+    assert.equal(read, writers * perWriter)
+    // A batch closes at 1 MiB, but each writer woken when it leaves adds its write to the next
+    // (measured: 1.8 MB here, 9 MiB with 128 writers). Bounded by the writers, not the data.
+    assert.ok(largest <= 1024 * 1024 + writers * (chunk.length + 64), `a connection write of ${largest} bytes`)
+  })
 })
