@@ -102,6 +102,19 @@ const nextTurn: (task: () => void) => void = setImmediateIfAny !== undefined
       }
     })()
 
+/** A `for await` loop reading a stream: the message it was handed, and how to wake it. */
+interface PullingReader {
+  slot: Uint8Array | Uint8ArrayList | undefined
+  wake: (() => void) | undefined
+}
+
+/** Wakes `reader` if it waits. */
+function wake (reader: PullingReader): void {
+  const resolve = reader.wake
+  reader.wake = undefined
+  resolve?.()
+}
+
 /** The length of the first array `list` holds. */
 function firstLength (list: Uint8ArrayList): number {
   for (const first of list) return first.byteLength
@@ -118,8 +131,6 @@ export class HalfcloseStream extends AbstractStream {
   resetCode: Uint | undefined
   private readonly muxer: HalfcloseStreamMuxer
 
-  /** Why the stream ended, if it failed: a reader that comes later fails with it too. */
-  private endError: Error | undefined
   /** The error the stream ended with, as it came: what a waiting writer fails with. */
   private closedWith: Error | undefined
   /** The peer had closed writing when it reset the stream: its data is complete (§5). */
@@ -131,17 +142,18 @@ export class HalfcloseStream extends AbstractStream {
     this.muxer = init.muxer
     this.addEventListener('close', (evt) => {
       this.closedWith = evt.error
-      this.endError = this.readError(evt.error)
       this.wakeReaders()
     })
     this.addEventListener('remoteCloseWrite', () => { this.wakeReaders() })
   }
 
   /**
-   * What a reader learns from the error the stream ended with: nothing (a clean end) when it is
-   * a reset that came after the peer's Close (PROTOCOL.md §5: the data is complete, then EOF).
+   * Why the stream ended, as its readers learn it (also one that comes later): the error it
+   * ended with, except a reset that came after the peer's Close (PROTOCOL.md §5: the data is
+   * complete, then EOF).
    */
-  private readError (err: Error | undefined): Error | undefined {
+  private get endError (): Error | undefined {
+    const err = this.closedWith
     return err instanceof StreamResetError && this.finishedBeforeReset ? undefined : err
   }
 
@@ -261,7 +273,7 @@ export class HalfcloseStream extends AbstractStream {
   }
 
   sendResume (): void {
-    this.deliver()
+    this.pump()
   }
 
   async sendCloseWrite (options?: AbortOptions): Promise<void> {
@@ -291,7 +303,7 @@ export class HalfcloseStream extends AbstractStream {
    * that stalls so holds the peer at the stream's window, also with other readers beside it,
    * and every reader sees every message, in order.
    */
-  private readonly readers = new Set<{ slot: Uint8Array | Uint8ArrayList | undefined, wake: (() => void) | undefined }>()
+  private readonly readers = new Set<PullingReader>()
 
   /**
    * Reads the stream, pulling (see {@link readers}). js-libp2p's own iterator takes every
@@ -300,7 +312,7 @@ export class HalfcloseStream extends AbstractStream {
   override async * [Symbol.asyncIterator] (): AsyncGenerator<Uint8Array | Uint8ArrayList, void, unknown> {
     if (this.endError !== undefined) throw this.endError
     if (this.readStatus !== 'readable' && this.readStatus !== 'paused') return
-    const reader: { slot: Uint8Array | Uint8ArrayList | undefined, wake: (() => void) | undefined } = { slot: undefined, wake: undefined }
+    const reader: PullingReader = { slot: undefined, wake: undefined }
     this.readers.add(reader)
     try {
       for (;;) {
@@ -343,20 +355,14 @@ export class HalfcloseStream extends AbstractStream {
   private hand (data: Uint8Array | Uint8ArrayList): void {
     for (const reader of this.readers) {
       reader.slot = data
-      const wake = reader.wake
-      reader.wake = undefined
-      wake?.()
+      wake(reader)
     }
     if (this.listenerCount('message') > 0) this.dispatchEvent(new StreamMessageEvent(data))
   }
 
   /** Wakes every reader, to look at the stream again. */
   private wakeReaders (): void {
-    for (const reader of this.readers) {
-      const wake = reader.wake
-      reader.wake = undefined
-      wake?.()
-    }
+    for (const reader of this.readers) wake(reader)
   }
 
   /**
@@ -400,11 +406,6 @@ export class HalfcloseStream extends AbstractStream {
     if (this.readBuffer.byteLength > 0 || !this.takesData()) return false
     this.hand(withoutWastefulViews(data))
     return true
-  }
-
-  /** There is data for the readers (the core's `readable`), or they may take it again. */
-  deliver (): void {
-    this.pump()
   }
 
   /** The peer will send no more: what the core still holds joins the stream's read buffer. */
@@ -634,7 +635,7 @@ export class HalfcloseStreamMuxer extends AbstractStreamMuxer<HalfcloseStream> {
       const stream = (event.stream.local ? this.local : this.remote).get(event.stream.num)
       if (stream === undefined) continue
       switch (event.type) {
-        case 'readable': stream.deliver(); break
+        case 'readable': stream.pump(); break
         case 'remote-close-write': stream.remoteClosedWriting(); break
         case 'remote-close-read': stream.remoteClosedReading(event.code); break
         case 'reset': stream.remoteReset(event.code); break
