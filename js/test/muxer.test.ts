@@ -542,6 +542,25 @@ describe('what a reader keeps alive', () => {
 })
 
 describe('how writes leave', () => {
+  it('a new stream is announced at once, in the microtasks after createStream, before its first data', async () => {
+    const { dialer } = muxers()
+    const written: Uint8Array[] = []
+    const send = dialer.send.bind(dialer)
+    dialer.send = (data) => {
+      written.push(data.subarray())
+      return send(data)
+    }
+    await dialer.createStream()
+    // Let the microtasks queued so far run, and no event-loop turn: js-libp2p writes the
+    // protocol negotiation only later, and a peer sets the stream up meanwhile.
+    for (let i = 0; i < 10; i++) await Promise.resolve()
+    assert.equal(written.length, 1, 'the NewStream left on its own')
+    const frames = new FrameDecoder('extension')
+    frames.push(written[0])
+    assert.equal(frames.next()?.type, 'new-stream')
+    assert.equal(frames.next(), undefined)
+  })
+
   it('a writer that awaits each 64 KiB write has its writes gathered into few connection writes', async () => {
     const { dialer, incoming } = muxers()
     let connectionWrites = 0
