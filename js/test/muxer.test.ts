@@ -541,6 +541,43 @@ describe('what a reader keeps alive', () => {
   })
 })
 
+describe('logging', () => {
+  it("a stream logs through the muxer's logger with its scope in front, and creates no logger of its own", async () => {
+    const { dialer } = muxers()
+    const lines: string[] = []
+    let scopesMade = 0
+    let enabled = true
+    const sink = (kind: string) => Object.assign((formatter: string, ...args: unknown[]) => {
+      lines.push(`${kind} ${formatter} ${args.join(' ')}`.trim())
+    }, { enabled: true })
+    const base = Object.assign(sink('log'), {
+      error: sink('error'),
+      trace: Object.assign(() => { lines.push('a disabled trace was called') }, { enabled: false }),
+      newScope: () => { scopesMade++; return base }
+    })
+    Object.defineProperty(base, 'enabled', { get: () => enabled })
+    ;(dialer as unknown as { log: unknown }).log = base
+    const stream = await dialer.createStream()
+    lines.length = 0
+    const scope = stream.log.newScope('mss:select')
+    stream.log('hello %d', 1)
+    scope('%s', 'negotiated')
+    scope.error('failed %s', 'x')
+    stream.log({ an: 'object' })
+    scope.trace('not shown')
+    enabled = false
+    stream.log('not shown either')
+    assert.equal(stream.log.enabled, false)
+    assert.deepEqual(lines, [
+      `log ${stream.id} hello %d 1`,
+      `log ${stream.id}:mss:select %s negotiated`,
+      `error ${stream.id}:mss:select failed %s x`,
+      `log ${stream.id} %O [object Object]`
+    ])
+    assert.equal(scopesMade, 0)
+  })
+})
+
 describe('how writes leave', () => {
   it('a new stream is announced at once, in the microtasks after createStream, before its first data', async () => {
     const { dialer } = muxers()
