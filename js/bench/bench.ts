@@ -2,14 +2,20 @@
  * Throughput and latency of this muxer next to @chainsafe/libp2p-yamux and @libp2p/mplex, on the
  * same js-libp2p, over TCP + noise on 127.0.0.1, muxers alternating round by round:
  *
- *   node dist/bench/bench.js                   JS ↔ JS, both nodes in this process
- *   node dist/bench/bench.js --two-processes   JS ↔ JS, the servers in a second Node.js process
- *                                              (`--serve`: prints their `--peers` list and serves
- *                                              until its stdin closes)
+ *   node dist/bench/bench.js                   JS ↔ JS, a muxer's two nodes in one process
+ *   node dist/bench/bench.js --two-processes   JS ↔ JS, the servers in Node.js processes of their
+ *                                              own (`--serve`: prints their `--peers` list and
+ *                                              serves until its stdin closes)
  *   node dist/bench/bench.js --peers <list>    JS ↔ Rust: `<list>` is what
  *                                              `cargo run --release -p tools --bin stackbench
  *                                              -- --serve-js` prints (a Rust node per muxer:
  *                                              the crate, rust-libp2p's yamux and mplex)
+ *
+ * Each muxer's client node runs in a Node.js process of its own (`--client <muxer>`, told the
+ * workloads one at a time on its stdin; its server with it, or with `--two-processes` in one more
+ * process of its own), so that muxers do not share a JIT and a heap: measured
+ * with all clients in one process, @libp2p/mplex's request/response ran in 235–239 µs next to this
+ * package's client and in 254–276 alone, while this package's ran in 260–270 either way.
  *
  * Workloads: one stream carrying `--mib` MiB (default 64) from this node (out) and one carrying it
  * to this node (in: the peer sends what an 8-byte length asks for), and request/response on a new
@@ -171,71 +177,102 @@ if (args.includes('--serve')) {
   process.exit(0)
 }
 
+if (args.includes('--client')) {
+  // One muxer's client (and its server, without `--peer`), running the workloads the parent
+  // names on stdin, one per line, each answered by a line of JSON: `{ value }` or `{ error }`.
+  // A workload that fails (a muxer pair that loses the connection, as js-libp2p-yamux against
+  // rust-libp2p's yamux does on large transfers) is answered with its error, and the next one
+  // redials.
+  const key = option('--client', '')
+  const muxer = MUXERS.find(([, k]) => k === key)?.[2]
+  if (muxer === undefined) throw new Error(`no muxer ${key}`)
+  const client = await node(muxer, false)
+  const peer = option('--peer', '')
+  const server = peer === '' ? await node(muxer, true) : undefined
+  const target = server?.getMultiaddrs()[0] ?? multiaddr(peer)
+  let connection: Connection | undefined
+  console.log('ready')
+  for await (const workload of createInterface({ input: process.stdin })) {
+    let answer: { value?: number[], error?: string }
+    try {
+      if (connection?.status !== 'open') connection = await client.dial(target)
+      const value = workload === 'out' ? [await bulk(connection)] : workload === 'in' ? [await download(connection)] : await requestResponse(connection)
+      // js-libp2p ends a stream whose connection was lost as closed, so look at the connection.
+      if (connection.status !== 'open') throw new Error(`the connection was ${connection.status} during the workload`)
+      answer = { value }
+    } catch (err) {
+      answer = { error: (err as Error).message ?? String(err) }
+      await connection?.close().catch(() => {})
+      connection = undefined
+    }
+    console.log(JSON.stringify(answer))
+  }
+  await client.stop()
+  await server?.stop()
+  process.exit(0)
+}
+
 /** `ours=<multiaddr>,yamux=<multiaddr>,mplex=<multiaddr>`: the servers, one per muxer. */
 let PEERS = new Map(option('--peers', '').split(',').filter(p => p !== '').map(p => p.split('=') as [string, string]))
 const twoProcesses = args.includes('--two-processes')
-let serverProcess: ReturnType<typeof spawn> | undefined
+const serverProcesses: Array<ReturnType<typeof spawn>> = []
 if (twoProcesses) {
-  serverProcess = spawn(process.execPath, [process.argv[1], '--serve', '--muxers', only], { stdio: ['pipe', 'pipe', 'inherit'] })
-  const line = await new Promise<string>((resolve, reject) => {
-    createInterface({ input: serverProcess!.stdout! }).once('line', resolve)
-    serverProcess!.once('exit', code => { reject(new Error(`the server process exited with ${String(code)}`)) })
-  })
-  PEERS = new Map(line.split(',').map(p => p.split('=') as [string, string]))
-}
-interface Peer { name: string, dial: () => Promise<Connection>, connection?: Connection, nodes: Libp2p[] }
-const connections: Peer[] = []
-for (const [name, key, muxer] of chosenMuxers) {
-  const client = await node(muxer, false)
-  if (PEERS.size === 0) {
-    const server = await node(muxer, true)
-    connections.push({ name, dial: async () => await client.dial(server.getMultiaddrs()[0]), nodes: [client, server] })
-  } else {
-    const peer = PEERS.get(key)
-    if (peer === undefined) throw new Error(`no Rust peer for ${key} in --peers`)
-    connections.push({ name, dial: async () => await client.dial(multiaddr(peer)), nodes: [client] })
+  // A server process per muxer too, as for the clients.
+  for (const [, key] of chosenMuxers) {
+    const server = spawn(process.execPath, [process.argv[1], '--serve', '--muxers', key], { stdio: ['pipe', 'pipe', 'inherit'] })
+    serverProcesses.push(server)
+    const line = await new Promise<string>((resolve, reject) => {
+      createInterface({ input: server.stdout! }).once('line', resolve)
+      server.once('exit', code => { reject(new Error(`the server process exited with ${String(code)}`)) })
+    })
+    const [served, addr] = line.split('=')
+    PEERS.set(served, addr)
   }
+}
+
+/** A muxer's client process, and its answers. */
+interface Client { name: string, child: ReturnType<typeof spawn>, answers: AsyncIterator<string> }
+const clients: Client[] = []
+for (const [name, key] of chosenMuxers) {
+  const peer = PEERS.size === 0 ? '' : PEERS.get(key)
+  if (peer === undefined) throw new Error(`no Rust peer for ${key} in --peers`)
+  const child = spawn(process.execPath, [process.argv[1], '--client', key, '--peer', peer, '--mib', String(MIB), '--requests', String(REQUESTS)], { stdio: ['pipe', 'pipe', 'inherit'] })
+  const answers = createInterface({ input: child.stdout! })[Symbol.asyncIterator]()
+  const client = { name, child, answers }
+  if ((await answers.next()).value !== 'ready') throw new Error(`the client process of ${name} did not start`)
+  clients.push(client)
 }
 
 interface Results { out: number[], in: number[], rr: number[], p99: number[], failed: Map<string, string> }
 const results = new Map<string, Results>()
-for (const { name } of connections) results.set(name, { out: [], in: [], rr: [], p99: [], failed: new Map() })
+for (const { name } of clients) results.set(name, { out: [], in: [], rr: [], p99: [], failed: new Map() })
 
-/**
- * Runs one workload on the peer's connection, dialing it first if there is none. A workload
- * that fails (a muxer pair that loses the connection, as js-libp2p-yamux against rust-libp2p's
- * yamux does on large transfers) is reported as failed with its error, and the next one redials.
- */
-async function measure (peer: Peer, workload: string, run: (c: Connection) => Promise<void>): Promise<void> {
-  const r = results.get(peer.name)!
+/** Has `client` run `workload`; a workload that failed once is reported as failed, with its error. */
+async function measure (client: Client, workload: 'out' | 'in' | 'rr'): Promise<void> {
+  const r = results.get(client.name)!
   if (r.failed.has(workload)) return
-  try {
-    if (peer.connection?.status !== 'open') peer.connection = await peer.dial()
-    await run(peer.connection)
-    // js-libp2p ends a stream whose connection was lost as closed, so look at the connection.
-    if (peer.connection.status !== 'open') throw new Error(`the connection was ${peer.connection.status} during the workload`)
-  } catch (err) {
-    r.failed.set(workload, (err as Error).message ?? String(err))
-    await peer.connection?.close().catch(() => {})
-    peer.connection = undefined
+  client.child.stdin!.write(`${workload}\n`)
+  const { value: line, done } = await client.answers.next()
+  if (done === true) throw new Error(`the client process of ${client.name} ended`)
+  const answer = JSON.parse(line) as { value?: number[], error?: string }
+  if (answer.value === undefined) {
+    r.failed.set(workload, answer.error ?? 'no answer')
+  } else if (workload === 'rr') {
+    r.rr.push(answer.value[0])
+    r.p99.push(answer.value[1])
+  } else {
+    r[workload].push(answer.value[0])
   }
 }
 
 for (let round = 0; round < ROUNDS; round++) {
   // Alternate the order, so that drift over the run does not favour one muxer.
-  const order = round % 2 === 0 ? connections : [...connections].reverse()
-  for (const peer of order) {
-    const r = results.get(peer.name)!
-    await measure(peer, 'out', async c => { r.out.push(await bulk(c)) })
-    await measure(peer, 'in', async c => { r.in.push(await download(c)) })
-    await measure(peer, 'rr', async c => {
-      const [rr, p99] = await requestResponse(c)
-      r.rr.push(rr)
-      r.p99.push(p99)
-    })
+  const order = round % 2 === 0 ? clients : [...clients].reverse()
+  for (const client of order) {
+    for (const workload of ['out', 'in', 'rr'] as const) await measure(client, workload)
   }
 }
-const link = twoProcesses ? 'JS ↔ JS (two processes)' : PEERS.size === 0 ? 'JS ↔ JS (one process)' : 'JS ↔ Rust (the same muxer on the Rust side)'
+const link = twoProcesses ? 'JS ↔ JS (two processes)' : PEERS.size === 0 ? 'JS ↔ JS (one process per muxer)' : 'JS ↔ Rust (the same muxer on the Rust side)'
 console.log(`${link} over TCP + noise on 127.0.0.1, medians of ${ROUNDS} alternating rounds; last column: ours / best peer`)
 const rows: Array<[string, string, string, boolean]> = [
   [`1 stream out, ${MIB} MiB`, 'MiB/s', 'out', true],
@@ -243,10 +280,10 @@ const rows: Array<[string, string, string, boolean]> = [
   ['request/response', 'µs', 'rr', false],
   ['request/response p99', 'µs', 'p99', false]
 ]
-console.log(['workload'.padEnd(24), 'unit'.padStart(6), ...connections.map(c => c.name.padStart(24)), 'ours/best'.padStart(10)].join(' '))
+console.log(['workload'.padEnd(24), 'unit'.padStart(6), ...clients.map(c => c.name.padStart(24)), 'ours/best'.padStart(10)].join(' '))
 for (const [label, unit, key, higherIsBetter] of rows) {
   const workload = key === 'p99' ? 'rr' : key
-  const values = connections.map(c => {
+  const values = clients.map(c => {
     const r = results.get(c.name)!
     return r.failed.has(workload) ? NaN : median(r[key as 'out' | 'in' | 'rr' | 'p99'])
   })
@@ -255,8 +292,8 @@ for (const [label, unit, key, higherIsBetter] of rows) {
   const cells = values.map(v => (Number.isNaN(v) ? 'failed' : v >= 100 ? v.toFixed(0) : v.toFixed(1)).padStart(24))
   console.log([label.padEnd(24), unit.padStart(6), ...cells, (values[0] / best).toFixed(2).padStart(10)].join(' '))
 }
-for (const { name } of connections) {
+for (const { name } of clients) {
   for (const [workload, error] of results.get(name)!.failed) console.log(`${name}: ${workload} failed: ${error}`)
 }
-for (const { nodes } of connections) for (const n of nodes) await n.stop()
-serverProcess?.stdin?.end()
+for (const { child } of clients) child.stdin!.end()
+for (const server of serverProcesses) server.stdin!.end()
