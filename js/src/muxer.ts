@@ -107,22 +107,32 @@ const nextTurn: (task: () => void) => void = setImmediateIfAny !== undefined
  * its own (`newScope`) costs 10–20 µs to create with js-libp2p's default, `debug`-based loggers
  * (`debug` asks whether stderr is a terminal for every logger it creates), and a stream made two
  * (its own, and its protocol negotiation's): 6–15 µs of a request on a new stream against a
- * Rust node (2–5 %), measured alternating with `newScope` in one process. Stream messages so show under the muxer's namespace, with the stream (`i3`, `r3`) and
- * any scope below it (`mss:select`) in front.
+ * Rust node (2–5 %), measured alternating with `newScope` in one process. Stream messages so
+ * show under the muxer's namespace, with the stream (`i3`, `r3`) and any scope below it
+ * (`mss:select`) in front, and follow what the muxer's logger logs (its trace messages are
+ * decided when the connection is made, as js-libp2p decides them for each logger).
  */
 function scopedLogger (base: Logger, scope: string): Logger {
-  const tagged = (sinkOf: () => Logger['error']) => (formatter: unknown, ...args: unknown[]): void => {
-    const sink = sinkOf()
-    if ((sink as { enabled?: boolean }).enabled === false) return
-    if (typeof formatter === 'string') sink(`${scope} ${formatter}`, ...args)
-    else sink(`${scope} %O`, formatter, ...args)
+  // A `%` in a scope is text, not a format.
+  const prefix = scope.replaceAll('%', '%%')
+  /** `base`'s logger `kind`, called as its method, with the scope in front. */
+  const tagged = (kind: 'error' | 'trace' | undefined): Logger['error'] => {
+    const sink = (): Logger['error'] & { enabled?: boolean } => kind === undefined ? base : base[kind]
+    const log = (formatter: unknown, ...args: unknown[]): void => {
+      const target = sink()
+      if (target.enabled === false) return
+      const first = typeof formatter === 'string' ? `${prefix} ${formatter}` : `${prefix} %O`
+      const rest = typeof formatter === 'string' ? args : [formatter, ...args]
+      Reflect.apply(target, kind === undefined ? undefined : base, [first, ...rest])
+    }
+    return Object.defineProperty(log, 'enabled', { get: () => sink().enabled !== false })
   }
-  const log = Object.assign(tagged(() => base), {
-    error: tagged(() => base.error),
-    trace: tagged(() => base.trace),
+  const log = Object.assign(tagged(undefined), {
+    error: tagged('error'),
+    trace: tagged('trace'),
     newScope: (name: string) => scopedLogger(base, `${scope}:${name}`)
   })
-  return Object.defineProperty(log, 'enabled', { get: () => base.enabled }) as unknown as Logger
+  return log as unknown as Logger
 }
 
 /** A `for await` loop reading a stream: the message it was handed, and how to wake it. */
@@ -546,27 +556,40 @@ export class HalfcloseStreamMuxer extends AbstractStreamMuxer<HalfcloseStream> {
   }
 
   async onCreateStream (options: CreateStreamOptions): Promise<HalfcloseStream> {
-    let ref = this.core.open()
-    while (ref === undefined) {
-      // At the stream limit: wait for a stream to end.
+    for (;;) {
+      options.signal?.throwIfAborted()
+      // A stream opened on a connection that is closing could never be announced: its writes
+      // would go nowhere.
+      if (this.status !== 'open' || this.maConn.status !== 'open') {
+        throw new ConnectionClosedError(`the connection is ${this.maConn.status}: no stream can be opened`)
+      }
+      const ref = this.core.open()
+      if (ref !== undefined) {
+        const stream = this.newStream(ref, 'outbound', options)
+        // The NewStream leaves at once, in a write of its own (or with bulk data being gathered
+        // for the next write, see `flush`): js-libp2p writes the stream's protocol negotiation
+        // only tens of microseconds later, and the peer sets the stream up meanwhile (against a
+        // Rust node, a request on a new stream took 20 µs less than with the NewStream held
+        // back for the negotiation's bytes; between two Node.js processes, the same).
+        this.flush()
+        return stream
+      }
+      // At the stream limit: wait for a stream to end. A waiter that gives up leaves the queue,
+      // so that the next stream to end wakes one that still waits.
       await new Promise<void>((resolve, reject) => {
-        const onAbort = (): void => { reject(options.signal?.reason) }
-        options.signal?.addEventListener('abort', onAbort, { once: true })
-        this.openers.push(() => {
+        const opener = (): void => {
           options.signal?.removeEventListener('abort', onAbort)
           resolve()
-        })
+        }
+        const onAbort = (): void => {
+          const at = this.openers.indexOf(opener)
+          if (at !== -1) this.openers.splice(at, 1)
+          reject(options.signal?.reason)
+        }
+        options.signal?.addEventListener('abort', onAbort, { once: true })
+        this.openers.push(opener)
       })
-      if (this.status !== 'open') throw new Error('the muxer closed while waiting to open a stream')
-      ref = this.core.open()
     }
-    const stream = this.newStream(ref, 'outbound', options)
-    // The NewStream leaves at once, in a write of its own: js-libp2p writes the stream's
-    // protocol negotiation only tens of microseconds later, and the peer sets the stream up
-    // meanwhile (against a Rust node, a request on a new stream took 20 µs less than with the
-    // NewStream held back for the negotiation's bytes; between two Node.js processes, the same).
-    this.flush()
-    return stream
   }
 
   private flushScheduled = false

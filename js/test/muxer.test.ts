@@ -541,6 +541,46 @@ describe('what a reader keeps alive', () => {
   })
 })
 
+describe('opening streams', () => {
+  function limited (maxStreams: number): { dialer: HalfcloseStreamMuxer, outbound: MultiaddrConnection } {
+    const [outbound, inbound] = multiaddrConnectionPair()
+    const dialer = new HalfcloseStreamMuxer(outbound, { maxStreams })
+    new HalfcloseStreamMuxer(inbound, { maxStreams }).addEventListener('stream', () => {})
+    return { dialer, outbound }
+  }
+
+  it('at the stream limit createStream waits for a stream to end; a waiter that gives up does not take the next one', async () => {
+    const { dialer } = limited(1)
+    const first = await dialer.createStream()
+    const givesUp = new AbortController()
+    const a = dialer.createStream({ signal: givesUp.signal })
+    let bOpened: Stream | undefined
+    const b = dialer.createStream().then(stream => { bOpened = stream })
+    await new Promise(resolve => setImmediate(resolve))
+    givesUp.abort(new Error('gave up'))
+    await assert.rejects(a, /gave up/)
+    assert.equal(bOpened, undefined, 'nothing ended yet')
+    first.abort(new Error('done with it'))
+    await b
+    assert.equal((bOpened as Stream | undefined)?.status, 'open')
+  })
+
+  it('an aborted signal rejects createStream at once, below the limit and at it', async () => {
+    const { dialer } = limited(1)
+    await assert.rejects(dialer.createStream({ signal: AbortSignal.abort(new Error('already')) }), /already/)
+    await dialer.createStream()
+    await assert.rejects(dialer.createStream({ signal: AbortSignal.abort(new Error('already')) }), /already/)
+  })
+
+  it('createStream fails once the connection is closing, instead of opening a stream that goes nowhere', async () => {
+    const { dialer, outbound } = limited(128)
+    await dialer.createStream()
+    const closing = outbound.close()
+    await assert.rejects(dialer.createStream(), (e: Error) => e.name === 'ConnectionClosedError' || e.name === 'MuxerClosedError')
+    await closing
+  })
+})
+
 describe('logging', () => {
   it("a stream logs through the muxer's logger with its scope in front, and creates no logger of its own", async () => {
     const { dialer } = muxers()
@@ -551,7 +591,11 @@ describe('logging', () => {
       lines.push(`${kind} ${formatter} ${args.join(' ')}`.trim())
     }, { enabled: true })
     const base = Object.assign(sink('log'), {
-      error: sink('error'),
+      // A logger's methods may use `this` (no `enabled` of their own: taken as enabled).
+      kind: 'error',
+      error (this: { kind: string }, formatter: string, ...args: unknown[]) {
+        lines.push(`${this.kind} ${formatter} ${args.join(' ')}`.trim())
+      },
       trace: Object.assign(() => { lines.push('a disabled trace was called') }, { enabled: false }),
       newScope: () => { scopesMade++; return base }
     })
@@ -565,6 +609,10 @@ describe('logging', () => {
     scope.error('failed %s', 'x')
     stream.log({ an: 'object' })
     scope.trace('not shown')
+    // A `%` in a scope is text, not a format.
+    stream.log.newScope('50%s')('done %d', 2)
+    assert.equal((stream.log.error as unknown as { enabled: boolean }).enabled, true)
+    assert.equal((stream.log.trace as unknown as { enabled: boolean }).enabled, false)
     enabled = false
     stream.log('not shown either')
     assert.equal(stream.log.enabled, false)
@@ -572,7 +620,8 @@ describe('logging', () => {
       `log ${stream.id} hello %d 1`,
       `log ${stream.id}:mss:select %s negotiated`,
       `error ${stream.id}:mss:select failed %s x`,
-      `log ${stream.id} %O [object Object]`
+      `log ${stream.id} %O [object Object]`,
+      `log ${stream.id}:50%%s done %d 2`
     ])
     assert.equal(scopesMade, 0)
   })
