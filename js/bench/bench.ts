@@ -21,6 +21,8 @@
  * to this node (in: the peer sends what an 8-byte length asks for), and request/response on a new
  * stream (64 bytes each way, close-write after each; `--requests`, default 500). Output: medians
  * of `--rounds` rounds (default 5), and ours over the best peer. `--muxers ours,yamux` runs some.
+ * A workload that fails, or gives no answer within `--timeout` seconds (default 300; its client
+ * process is then killed), is reported as failed with its cause.
  */
 
 import { spawn } from 'node:child_process'
@@ -52,6 +54,8 @@ const option = (name: string, fallback: string): string => {
 const MIB = Number(option('--mib', '64'))
 const REQUESTS = Number(option('--requests', '500'))
 const ROUNDS = Number(option('--rounds', '5'))
+/** Seconds a workload may take before its client process is killed and it counts as failed. */
+const TIMEOUT = Number(option('--timeout', '300'))
 
 type Factory = () => (components: any) => StreamMuxerFactory
 const MUXERS: Array<[string, string, Factory]> = [
@@ -162,7 +166,21 @@ async function requestResponse (connection: Connection): Promise<[number, number
   return [times[Math.floor(times.length / 2)], times[Math.floor(times.length * 0.99)]]
 }
 
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+/** The median: the middle value, or the mean of the two middle ones. */
+const median = (xs: number[]): number => {
+  const sorted = [...xs].sort((a, b) => a - b)
+  const half = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1 ? sorted[half] : (sorted[half - 1] + sorted[half]) / 2
+}
+
+/** What a failure says: an error's message, or an event's type and error (js-libp2p rejects with events). */
+function describe (err: unknown): string {
+  if (err instanceof Event) {
+    const error = (err as Event & { error?: Error }).error
+    return `${err.type} event${error === undefined ? '' : `: ${error.message}`}`
+  }
+  return (err as Error)?.message ?? String(err)
+}
 
 const only = option('--muxers', '')
 const chosenMuxers = MUXERS.filter(([name]) => only === '' || only.split(',').some(o => name.includes(o)))
@@ -201,7 +219,7 @@ if (args.includes('--client')) {
       if (connection.status !== 'open') throw new Error(`the connection was ${connection.status} during the workload`)
       answer = { value }
     } catch (err) {
-      answer = { error: (err as Error).message ?? String(err) }
+      answer = { error: describe(err) }
       await connection?.close().catch(() => {})
       connection = undefined
     }
@@ -230,16 +248,23 @@ if (twoProcesses) {
   }
 }
 
-/** A muxer's client process, and its answers. */
-interface Client { name: string, child: ReturnType<typeof spawn>, answers: AsyncIterator<string> }
+/** A muxer's client process, its answers, and why it ended if it did. */
+interface Client { name: string, child: ReturnType<typeof spawn>, answers: AsyncIterator<string>, ended?: string }
+if (chosenMuxers.length === 0) throw new Error(`--muxers ${only} selects no muxer`)
 const clients: Client[] = []
+// The children end with this process, however it ends.
+process.on('exit', () => {
+  for (const { child } of clients) child.kill('SIGKILL')
+  for (const server of serverProcesses) server.kill('SIGKILL')
+})
+for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => process.exit(1))
 for (const [name, key] of chosenMuxers) {
   const peer = PEERS.size === 0 ? '' : PEERS.get(key)
   if (peer === undefined) throw new Error(`no Rust peer for ${key} in --peers`)
   const child = spawn(process.execPath, [process.argv[1], '--client', key, '--peer', peer, '--mib', String(MIB), '--requests', String(REQUESTS)], { stdio: ['pipe', 'pipe', 'inherit'] })
-  const answers = createInterface({ input: child.stdout! })[Symbol.asyncIterator]()
-  const client = { name, child, answers }
-  if ((await answers.next()).value !== 'ready') throw new Error(`the client process of ${name} did not start`)
+  const client: Client = { name, child, answers: createInterface({ input: child.stdout! })[Symbol.asyncIterator]() }
+  child.once('exit', (code, signal) => { client.ended ??= `its client process exited (${signal ?? `code ${String(code)}`})` })
+  if ((await client.answers.next()).value !== 'ready') throw new Error(`the client process of ${name} did not start`)
   clients.push(client)
 }
 
@@ -247,14 +272,35 @@ interface Results { out: number[], in: number[], rr: number[], p99: number[], fa
 const results = new Map<string, Results>()
 for (const { name } of clients) results.set(name, { out: [], in: [], rr: [], p99: [], failed: new Map() })
 
-/** Has `client` run `workload`; a workload that failed once is reported as failed, with its error. */
+/**
+ * The client's answer to `workload`: its result, or why there is none (the workload failed, the
+ * client process ended, or it gave no answer within TIMEOUT seconds and was killed).
+ */
+async function ask (client: Client, workload: string): Promise<{ value?: number[], error?: string }> {
+  if (client.ended !== undefined) return { error: client.ended }
+  client.child.stdin!.write(`${workload}\n`)
+  let timer: ReturnType<typeof setTimeout> | undefined
+  const timedOut = new Promise<{ error: string }>(resolve => {
+    timer = setTimeout(() => {
+      client.ended = `no answer within ${TIMEOUT} s: its client process was killed`
+      client.child.kill('SIGKILL')
+      resolve({ error: client.ended })
+    }, TIMEOUT * 1000)
+  })
+  const answered = client.answers.next().then(({ value, done }) =>
+    done === true ? { error: client.ended ?? 'its client process ended' } : JSON.parse(value) as { value?: number[], error?: string })
+  try {
+    return await Promise.race([answered, timedOut])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/** Has `client` run `workload`; a workload that failed once is reported as failed, with its cause. */
 async function measure (client: Client, workload: 'out' | 'in' | 'rr'): Promise<void> {
   const r = results.get(client.name)!
   if (r.failed.has(workload)) return
-  client.child.stdin!.write(`${workload}\n`)
-  const { value: line, done } = await client.answers.next()
-  if (done === true) throw new Error(`the client process of ${client.name} ended`)
-  const answer = JSON.parse(line) as { value?: number[], error?: string }
+  const answer = await ask(client, workload)
   if (answer.value === undefined) {
     r.failed.set(workload, answer.error ?? 'no answer')
   } else if (workload === 'rr') {
@@ -280,7 +326,9 @@ const rows: Array<[string, string, string, boolean]> = [
   ['request/response', 'µs', 'rr', false],
   ['request/response p99', 'µs', 'p99', false]
 ]
-console.log(['workload'.padEnd(24), 'unit'.padStart(6), ...clients.map(c => c.name.padStart(24)), 'ours/best'.padStart(10)].join(' '))
+// The last column compares ours, the first muxer, with the best of the others, when both ran.
+const compared = clients.length > 1 && clients[0].name === MUXERS[0][0]
+console.log(['workload'.padEnd(24), 'unit'.padStart(6), ...clients.map(c => c.name.padStart(24)), ...(compared ? ['ours/best'.padStart(10)] : [])].join(' '))
 for (const [label, unit, key, higherIsBetter] of rows) {
   const workload = key === 'p99' ? 'rr' : key
   const values = clients.map(c => {
@@ -290,10 +338,12 @@ for (const [label, unit, key, higherIsBetter] of rows) {
   const peers = values.slice(1).filter(v => !Number.isNaN(v))
   const best = peers.length === 0 ? NaN : higherIsBetter ? Math.max(...peers) : Math.min(...peers)
   const cells = values.map(v => (Number.isNaN(v) ? 'failed' : v >= 100 ? v.toFixed(0) : v.toFixed(1)).padStart(24))
-  console.log([label.padEnd(24), unit.padStart(6), ...cells, (values[0] / best).toFixed(2).padStart(10)].join(' '))
+  console.log([label.padEnd(24), unit.padStart(6), ...cells, ...(compared ? [(values[0] / best).toFixed(2).padStart(10)] : [])].join(' '))
 }
 for (const { name } of clients) {
   for (const [workload, error] of results.get(name)!.failed) console.log(`${name}: ${workload} failed: ${error}`)
 }
 for (const { child } of clients) child.stdin!.end()
 for (const server of serverProcesses) server.stdin!.end()
+// Children that do not end by themselves (a stopped server) are killed on exit.
+setTimeout(() => process.exit(0), 5000).unref()
