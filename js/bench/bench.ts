@@ -14,8 +14,9 @@
  * Each muxer's client node runs in a Node.js process of its own (`--client <muxer>`, told the
  * workloads one at a time on its stdin; its server with it, or with `--two-processes` in one more
  * process of its own), so that muxers do not share a JIT and a heap: measured
- * with all clients in one process, @libp2p/mplex's request/response ran in 235–239 µs next to this
- * package's client and in 254–276 alone, while this package's ran in 260–270 either way.
+ * with all clients in one process, @libp2p/mplex's request/response against a Rust node ran in
+ * 231–239 µs next to this package's client and in 247–276 alone (five runs each), while this
+ * package's ran in 250–270 either way.
  *
  * Workloads: one stream carrying `--mib` MiB (default 64) from this node (out) and one carrying it
  * to this node (in: the peer sends what an 8-byte length asks for), and request/response on a new
