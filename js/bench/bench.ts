@@ -164,7 +164,7 @@ async function requestResponse (connection: Connection): Promise<[number, number
     if (got !== 64) throw new Error(`answer of ${got} bytes`)
   }
   times.sort((a, b) => a - b)
-  return [times[Math.floor(times.length / 2)], times[Math.floor(times.length * 0.99)]]
+  return [median(times), times[Math.floor(times.length * 0.99)]]
 }
 
 /** The median: the middle value, or the mean of the two middle ones. */
@@ -185,6 +185,7 @@ function describe (err: unknown): string {
 
 const only = option('--muxers', '')
 const chosenMuxers = MUXERS.filter(([name]) => only === '' || only.split(',').some(o => name.includes(o)))
+if (chosenMuxers.length === 0) throw new Error(`--muxers ${only} selects no muxer`)
 
 if (args.includes('--serve')) {
   // A server per muxer, their addresses as `--peers` wants them, served until stdin closes.
@@ -251,7 +252,6 @@ if (twoProcesses) {
 
 /** A muxer's client process, its answers, and why it ended if it did. */
 interface Client { name: string, child: ReturnType<typeof spawn>, answers: AsyncIterator<string>, ended?: string }
-if (chosenMuxers.length === 0) throw new Error(`--muxers ${only} selects no muxer`)
 const clients: Client[] = []
 // The children end with this process, however it ends.
 process.on('exit', () => {

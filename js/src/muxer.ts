@@ -595,9 +595,9 @@ export class HalfcloseStreamMuxer extends AbstractStreamMuxer<HalfcloseStream> {
   private flushScheduled = false
 
   /**
-   * Sends what the core queued, gathering what the calls of this turn of the event loop queue
-   * into one write (a request's NewStream, data and Close in one encrypted message); false
-   * while the connection needs to drain.
+   * Sends what the core queued, gathering what the calls before the next microtask checkpoint
+   * queue into one write (a request's data and Close in one encrypted message; bulk data over
+   * the turn of the event loop, see below); false while the connection needs to drain.
    */
   flush (): boolean {
     if (!this.flushScheduled) {
